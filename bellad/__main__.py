@@ -1,0 +1,3 @@
+from bellad.cli import main
+
+main()
