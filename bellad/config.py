@@ -1,0 +1,441 @@
+"""Configuration: one validated section per stage, loaded from TOML.
+
+The file mirrors the modules: ``[audio]`` configures :mod:`bellad.audio` and
+:mod:`bellad.microphone`, ``[vad]`` :mod:`bellad.vad`, ``[transcribe]``
+:mod:`bellad.transcribe`, and so on. Every section rejects unknown keys, checks
+ranges, and states cross-field rules as validators. :func:`load_config` turns
+every problem into one :class:`ConfigError` listing each with its key path,
+the offending value and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bellad.errors import ConfigError
+
+SYSTEM_CONFIG = Path("/etc/bellad/bellad.toml")
+CHECKOUT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "bellad.toml"
+
+SITE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+WHISPER_LANGUAGES = frozenset(
+    [
+        "af",
+        "am",
+        "ar",
+        "as",
+        "az",
+        "ba",
+        "be",
+        "bg",
+        "bn",
+        "bo",
+        "br",
+        "bs",
+        "ca",
+        "cs",
+        "cy",
+        "da",
+        "de",
+        "el",
+        "en",
+        "es",
+        "et",
+        "eu",
+        "fa",
+        "fi",
+        "fo",
+        "fr",
+        "gl",
+        "gu",
+        "ha",
+        "haw",
+        "he",
+        "hi",
+        "hr",
+        "ht",
+        "hu",
+        "hy",
+        "id",
+        "is",
+        "it",
+        "ja",
+        "jw",
+        "ka",
+        "kk",
+        "km",
+        "kn",
+        "ko",
+        "la",
+        "lb",
+        "ln",
+        "lo",
+        "lt",
+        "lv",
+        "mg",
+        "mi",
+        "mk",
+        "ml",
+        "mn",
+        "mr",
+        "ms",
+        "mt",
+        "my",
+        "ne",
+        "nl",
+        "nn",
+        "no",
+        "oc",
+        "pa",
+        "pl",
+        "ps",
+        "pt",
+        "ro",
+        "ru",
+        "sa",
+        "sd",
+        "si",
+        "sk",
+        "sl",
+        "sn",
+        "so",
+        "sq",
+        "sr",
+        "su",
+        "sv",
+        "sw",
+        "ta",
+        "te",
+        "tg",
+        "th",
+        "tk",
+        "tl",
+        "tr",
+        "tt",
+        "uk",
+        "ur",
+        "uz",
+        "vi",
+        "yi",
+        "yo",
+        "yue",
+        "zh",
+    ]
+)
+DEFAULT_PHANTOMS = (
+    "thank you",
+    "thanks for watching",
+    "thank you for watching",
+    "thank you so much for watching",
+    "please subscribe",
+    "subscribe to my channel",
+    "like and subscribe",
+    "see you next time",
+    "see you in the next video",
+    "bye",
+    "you",
+    "subtitles by the amara.org community",
+)
+
+
+def default_site() -> str:
+    """The hostname's first label, reduced to characters a site id may hold."""
+    name = socket.gethostname().split(".")[0]
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", name).strip("-")[:64]
+    return name or "bellad"
+
+
+def default_state_dir() -> Path:
+    """``$STATE_DIRECTORY`` under systemd, else the XDG state folder."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "bellad"
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+Ms = Annotated[int, Field(ge=10, le=60_000)]
+
+
+class ServiceConfig(Section):
+    """``[service]``: identity and lifecycle of the daemon."""
+
+    site: str = Field(default_factory=default_site, description="site id of this device")
+    room: str = Field("", max_length=64, description="human-readable room name")
+    state_dir: Path = Field(default_factory=default_state_dir)
+    shutdown_timeout_s: float = Field(20.0, gt=0, le=600)
+    inference_timeout_s: float = Field(120.0, gt=0, le=3600)
+
+    @field_validator("site")
+    @classmethod
+    def _site_chars(cls, value: str) -> str:
+        if not SITE_PATTERN.match(value):
+            raise ValueError("a site id holds 1-64 letters, digits, '_' or '-' (no '/', '+', '#')")
+        return value
+
+
+class AudioConfig(Section):
+    """``[audio]``: where audio comes from (see ``bellad.audio``)."""
+
+    source: Literal["microphone", "file"] = "microphone"
+    device: int | str | None = Field(None, description="index or name substring")
+    rate: int | None = Field(None, ge=8000, le=192_000, description="capture rate")
+    channels: int = Field(1, ge=1, le=32)
+    block_ms: int = Field(30, ge=10, le=200)
+    queue_s: float = Field(10.0, gt=0, le=120, description="capture buffer")
+    stall_timeout_s: float = Field(5.0, gt=0, le=300)
+    reopen_min_s: float = Field(0.5, gt=0, le=60)
+    reopen_max_s: float = Field(30.0, gt=0, le=3600)
+    file: Path | None = None
+    realtime: bool = True
+    loop: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("a device index is 0 or more")
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> AudioConfig:
+        if self.source == "file" and self.file is None:
+            raise ValueError("source = 'file' needs audio.file")
+        if self.reopen_min_s > self.reopen_max_s:
+            raise ValueError("reopen_min_s must not exceed reopen_max_s")
+        return self
+
+
+class VadConfig(Section):
+    """``[vad]``: speech segmentation (see ``bellad.vad``)."""
+
+    aggressiveness: int = Field(2, ge=0, le=3)
+    frame_ms: int = 30
+    start_window_ms: Ms = 240
+    start_ratio: float = Field(0.6, gt=0, le=1)
+    hangover_ms: Ms = 600
+    end_ratio: float = Field(0.15, ge=0, lt=1)
+    pre_roll_ms: int = Field(400, ge=0, le=5000)
+    min_speech_ms: int = Field(250, ge=0, le=10_000)
+    max_utterance_s: float = Field(20.0, ge=2, le=30)
+    cut_search_ms: Ms = 2000
+
+    @field_validator("frame_ms")
+    @classmethod
+    def _frame(cls, value: int) -> int:
+        if value not in (10, 20, 30):
+            raise ValueError("webrtcvad takes 10, 20 or 30 ms frames only")
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> VadConfig:
+        for key in ("start_window_ms", "hangover_ms", "cut_search_ms"):
+            if getattr(self, key) < self.frame_ms:
+                raise ValueError(f"{key} must be at least frame_ms ({self.frame_ms})")
+        if self.cut_search_ms >= self.max_utterance_s * 1000 / 2:
+            raise ValueError("cut_search_ms must be under half of max_utterance_s")
+        if self.min_speech_ms >= self.max_utterance_s * 1000:
+            raise ValueError("min_speech_ms must be under max_utterance_s")
+        return self
+
+
+class GuardConfig(Section):
+    """``[transcribe.guard]``: what counts as a hallucination."""
+
+    enabled: bool = True
+    action: Literal["drop", "flag"] = "drop"
+    no_speech_threshold: float = Field(0.6, ge=0, le=1)
+    log_prob_threshold: float = Field(-1.0, le=0)
+    compression_ratio_threshold: float = Field(2.4, gt=0)
+    phantom_phrases: tuple[str, ...] = DEFAULT_PHANTOMS
+    phantom_max_dbfs: float = Field(-35.0, le=0, description="phantoms count below this level")
+
+
+class TranscribeConfig(Section):
+    """``[transcribe]``: Whisper through faster-whisper (see ``bellad.transcribe``)."""
+
+    model: str = Field("tiny.en", min_length=1, description="installed name or folder")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: Literal[
+        "auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16", "float16", "float32"
+    ] = "auto"
+    threads: int = Field(0, ge=0, le=64, description="0: one per core, at most 4")
+    language: str = Field("en", description="a Whisper language code, or 'auto'")
+    beam_size: int = Field(1, ge=1, le=10)
+    best_of: int = Field(1, ge=1, le=10)
+    temperature: tuple[float, ...] = Field((0.0,), min_length=1, max_length=6)
+    max_new_tokens: int = Field(128, ge=1, le=440)
+    condition_on_previous_text: bool = False
+    timestamps: bool = False
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    warmup: bool = True
+    guard: GuardConfig = GuardConfig()
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        if value != "auto" and value not in WHISPER_LANGUAGES:
+            raise ValueError("not a Whisper language code (e.g. 'en', 'de') nor 'auto'")
+        return value
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(t < 0 or t > 1 for t in value) or list(value) != sorted(value):
+            raise ValueError("temperatures are rising values between 0 and 1")
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> TranscribeConfig:
+        if self.best_of > 1 and self.temperature == (0.0,):
+            raise ValueError("best_of > 1 only matters with a temperature above 0")
+        if self.model.endswith(".en") and self.language not in ("en", "auto"):
+            raise ValueError(f"model {self.model!r} is English-only: language must be 'en'")
+        if self.device == "cpu" and self.compute_type in ("int8_float16", "float16"):
+            raise ValueError(f"compute_type {self.compute_type!r} needs device 'cuda'")
+        return self
+
+
+class SentimentConfig(Section):
+    """``[sentiment]``: an ONNX sequence classifier (see ``bellad.sentiment``)."""
+
+    enabled: bool = True
+    model: str = Field("builtin", min_length=1, description="'builtin', a name or a folder")
+    threads: int = Field(1, ge=1, le=16)
+    max_length: int = Field(128, ge=8, le=512)
+
+
+class PipelineConfig(Section):
+    """``[pipeline]``: queues between the stages (see ``bellad.pipeline``)."""
+
+    max_backlog: int = Field(8, ge=1, le=1000, description="utterances awaiting transcription")
+    overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+
+
+class OutputConfig(Section):
+    """``[output]``: JSON lines on stdout (see ``bellad.sinks``)."""
+
+    stdout: Literal["auto", "on", "off"] = "auto"
+
+
+class MqttConfig(Section):
+    """``[mqtt]``: the broker connection (see ``bellad.mqtt``)."""
+
+    enabled: bool = True
+    host: str = Field("localhost", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = Field("bellad", min_length=1, max_length=64)
+    client_id: str = Field("", max_length=64, description="default: bellad-<site>")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
+            raise ValueError("a topic prefix has no '+' or '#' and no leading or trailing '/'")
+        return value
+
+
+class ModelsConfig(Section):
+    """``[models]``: where installed models live (see ``bellad.modelstore``)."""
+
+    dir: Path | None = Field(None, description="default: <service.state_dir>/models")
+
+
+class Config(Section):
+    """The whole configuration file."""
+
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    audio: AudioConfig = AudioConfig()
+    vad: VadConfig = VadConfig()
+    transcribe: TranscribeConfig = TranscribeConfig()
+    sentiment: SentimentConfig = SentimentConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    output: OutputConfig = OutputConfig()
+    mqtt: MqttConfig = MqttConfig()
+    models: ModelsConfig = ModelsConfig()
+
+    @property
+    def models_dir(self) -> Path:
+        return self.models.dir or self.service.state_dir / "models"
+
+
+def default_config_path() -> Path:
+    """``/etc/bellad/bellad.toml`` if it exists, else the checkout's default file."""
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else CHECKOUT_CONFIG
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate ``path``; raise :class:`ConfigError` listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text ({exc.reason})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate already-parsed TOML data."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [format_problem(err, data) for err in exc.errors()]
+        lines = "\n".join(f"  {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise ConfigError(f"config file {source}: {len(problems)} {noun}:\n{lines}") from None
+
+
+def format_problem(err: Any, data: dict[str, Any]) -> str:
+    """One line: ``key.path = value: reason``."""
+    loc = [str(part) for part in err["loc"]]
+    key = ".".join(loc) or "(top level)"
+    reason = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key (check its spelling and section)"
+    if err["type"] == "missing":
+        return f"{key}: required key is missing"
+    value = _lookup(data, err["loc"])
+    if not loc:
+        return reason
+    shown = "" if value is _MISSING or isinstance(value, dict) else f" = {_show(value)}"
+    return f"{key}{shown}: {reason}"
+
+
+_MISSING = object()
+
+
+def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        if (isinstance(data, dict) and part in data) or (
+            isinstance(data, list | tuple) and isinstance(part, int) and part < len(data)
+        ):
+            data = data[part]
+        else:
+            return _MISSING
+    return data
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,297 @@
+"""The microphone: PyAudio capture that never waits on later stages.
+
+PortAudio calls :meth:`Microphone._on_audio` on its own thread with each block;
+the callback only stamps the block and puts it into a bounded queue (dropping
+the oldest block when full, counted), so capture never waits on VAD or
+inference. :meth:`Microphone.chunks`, on the pipeline's thread, conditions the
+blocks to 16 kHz mono. A device that fails to open, reports an error, or stops
+delivering audio is closed and reopened with exponential backoff and jitter;
+the daemon keeps running meanwhile and :attr:`Microphone.health` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
+
+from bellad.audio import Conditioner
+from bellad.config import AudioConfig
+from bellad.errors import AudioError, MissingDependencyError
+from bellad.events import SAMPLE_RATE, AudioChunk
+from bellad.queues import BoundedQueue
+
+log = logging.getLogger(__name__)
+
+Health = Literal["starting", "ok", "stalled", "absent", "stopped"]
+Callback = Callable[[bytes, int], None]  # (interleaved s16le block, overflow flag)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """A capture device as the audio backend reports it."""
+
+    index: int
+    name: str
+    channels: int
+    default_rate: int
+    is_default: bool = False
+
+
+class Stream(Protocol):
+    def is_active(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+class AudioBackend(Protocol):
+    """The small part of PortAudio bellad needs (a fake in unit tests)."""
+
+    def devices(self) -> list[DeviceInfo]: ...
+    def supports(self, index: int, rate: int, channels: int) -> bool: ...
+    def open(self, index: int, rate: int, channels: int, frames: int, cb: Callback) -> Stream: ...
+    def reset(self) -> None: ...
+
+
+class PyAudioBackend:
+    """:class:`AudioBackend` over PyAudio; ``reset`` re-enumerates devices."""
+
+    def __init__(self) -> None:
+        try:
+            import pyaudio
+        except ImportError:
+            raise MissingDependencyError("pyaudio", "", "Capturing from a microphone") from None
+        self._pyaudio = pyaudio
+        self._pa: Any = pyaudio.PyAudio()
+
+    def devices(self) -> list[DeviceInfo]:
+        try:
+            default = int(self._pa.get_default_input_device_info()["index"])
+        except OSError:
+            default = -1
+        found = []
+        for i in range(self._pa.get_device_count()):
+            info = self._pa.get_device_info_by_index(i)
+            if int(info["maxInputChannels"]) > 0:
+                found.append(
+                    DeviceInfo(
+                        i,
+                        str(info["name"]),
+                        int(info["maxInputChannels"]),
+                        int(info["defaultSampleRate"]),
+                        i == default,
+                    )
+                )
+        return found
+
+    def supports(self, index: int, rate: int, channels: int) -> bool:
+        try:
+            return bool(
+                self._pa.is_format_supported(
+                    rate,
+                    input_device=index,
+                    input_channels=channels,
+                    input_format=self._pyaudio.paInt16,
+                )
+            )
+        except ValueError:
+            return False
+
+    def open(self, index: int, rate: int, channels: int, frames: int, cb: Callback) -> Stream:
+        pa = self._pyaudio
+
+        def on_block(data: bytes, count: int, info: Any, status: int) -> tuple[None, int]:
+            cb(data, status & pa.paInputOverflow)
+            return None, pa.paContinue
+
+        stream: Stream = self._pa.open(
+            format=pa.paInt16,
+            channels=channels,
+            rate=rate,
+            input=True,
+            input_device_index=index,
+            frames_per_buffer=frames,
+            stream_callback=on_block,
+        )
+        return stream
+
+    def reset(self) -> None:
+        self._pa.terminate()
+        self._pa = self._pyaudio.PyAudio()
+
+    def close(self) -> None:
+        self._pa.terminate()
+
+
+def select_device(devices: list[DeviceInfo], wanted: int | str | None) -> DeviceInfo:
+    """The device named by ``audio.device``: an index, a name substring, or the default."""
+    if not devices:
+        raise AudioError("audio.device: no capture device found (is a microphone connected?)")
+    if wanted is None:
+        return next((d for d in devices if d.is_default), devices[0])
+    if isinstance(wanted, int):
+        for device in devices:
+            if device.index == wanted:
+                return device
+    else:
+        exact = [d for d in devices if d.name.lower() == wanted.lower()]
+        partial = [d for d in devices if wanted.lower() in d.name.lower()]
+        if exact or partial:
+            return (exact or partial)[0]
+    listed = ", ".join(f"{d.index} {d.name!r}" for d in devices)
+    raise AudioError(f"audio.device = {wanted!r}: no capture device matches (found: {listed})")
+
+
+def choose_format(backend: AudioBackend, device: DeviceInfo, cfg: AudioConfig) -> tuple[int, int]:
+    """A (rate, channels) the device accepts: the configured ones first, then its own."""
+    channels = min(cfg.channels, device.channels)
+    rates = [cfg.rate] if cfg.rate else [SAMPLE_RATE, 48_000, 44_100, device.default_rate]
+    for rate in rates:
+        if backend.supports(device.index, rate, channels):
+            return rate, channels
+    if cfg.rate:
+        raise AudioError(
+            f"audio.rate = {cfg.rate}: device {device.name!r} does not support it "
+            f"(its default rate is {device.default_rate})"
+        )
+    return device.default_rate, channels
+
+
+class Microphone:
+    """A PyAudio capture device, reopened with backoff when it fails."""
+
+    relative = False
+
+    def __init__(self, cfg: AudioConfig, backend: AudioBackend | None = None) -> None:
+        self.cfg = cfg
+        self.backend = backend if backend is not None else PyAudioBackend()
+        self.device = select_device(self.backend.devices(), cfg.device)  # fail fast at start
+        self.name = f"microphone {self.device.name!r}"
+        self.health: Health = "starting"
+        self.problem = ""
+        self.overflows = 0
+        self.reopens = 0
+        self.last_audio = 0.0
+        self._stream: Stream | None = None
+        self._conditioner: Conditioner | None = None
+        self._rate = SAMPLE_RATE
+        self._queue: BoundedQueue[tuple[bytes, float]] = BoundedQueue(1)
+
+    @property
+    def dropped_blocks(self) -> int:
+        return self._queue.dropped
+
+    def _on_audio(self, data: bytes, overflow: int) -> None:
+        """PortAudio's thread: stamp and enqueue, nothing else."""
+        if overflow:
+            self.overflows += 1
+        self._queue.put((data, time.monotonic()))
+
+    def _open(self) -> None:
+        if self.reopens:
+            self.backend.reset()  # re-enumerate: a USB device may have come back
+        self.device = select_device(self.backend.devices(), self.cfg.device)
+        rate, channels = choose_format(self.backend, self.device, self.cfg)
+        frames = rate * self.cfg.block_ms // 1000
+        depth = max(2, int(self.cfg.queue_s * 1000 / self.cfg.block_ms))
+        self._queue = BoundedQueue(depth, "drop_oldest")
+        self._conditioner = Conditioner(rate, channels)
+        self._rate = rate
+        try:
+            self._stream = self.backend.open(
+                self.device.index, rate, channels, frames, self._on_audio
+            )
+        except OSError as exc:
+            raise AudioError(f"{self.name}: cannot open it: {exc}") from None
+        self.name = f"microphone {self.device.name!r}"
+        log.info("capturing from %s at %d Hz, %d channel(s)", self.name, rate, channels)
+
+    def _close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError as exc:
+                log.warning("closing %s failed: %s", self.name, exc)
+
+    def _set_health(self, health: Health, problem: str = "") -> None:
+        if health != self.health or problem != self.problem:
+            if health in ("stalled", "absent"):
+                log.warning("%s is %s: %s", self.name, health, problem)
+            elif health == "ok" and self.health in ("stalled", "absent"):
+                log.info("%s delivers audio again", self.name)
+        self.health, self.problem = health, problem
+
+    def _open_with_backoff(self, stop: threading.Event) -> None:
+        retrying = Retrying(
+            retry=retry_if_exception_type(AudioError),
+            wait=wait_exponential_jitter(
+                multiplier=self.cfg.reopen_min_s, max=self.cfg.reopen_max_s
+            ),
+            stop=stop_when_event_set(stop),
+            sleep=stop.wait,  # type: ignore[arg-type]
+            before_sleep=lambda state: self._set_health(
+                "absent", str(state.outcome.exception() if state.outcome else "")
+            ),
+            reraise=True,
+        )
+        try:
+            retrying(self._open)
+        except AudioError:
+            if not stop.is_set():
+                raise
+
+    def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
+        """Conditioned audio until ``stop`` is set; reopens the device as needed."""
+        sample = 0
+        gap = False
+        try:
+            while not stop.is_set():
+                if self._stream is None:
+                    self._open_with_backoff(stop)
+                    if self._stream is None:
+                        break
+                    self.last_audio = time.monotonic()
+                item = self._queue.get(timeout=0.25)
+                if item is None:
+                    gap |= self._check_stall()
+                    continue
+                chunk = self._condition(item, sample, gap)
+                sample += len(chunk.samples)
+                gap = False
+                self._set_health("ok")
+                yield chunk
+        finally:
+            self._close()
+            self.health = "stopped"
+
+    def _condition(self, item: tuple[bytes, float], sample: int, gap: bool) -> AudioChunk:
+        data, arrived = item
+        assert self._conditioner is not None
+        samples = self._conditioner.process(np.frombuffer(data, dtype="<i2").astype(np.int16))
+        self.last_audio = arrived
+        frames_in = len(data) // (2 * self._conditioner.channels)
+        start_mono = arrived - frames_in / self._rate
+        start_wall = time.time() - (time.monotonic() - start_mono)
+        return AudioChunk(samples, start_mono, start_wall, sample, gap)
+
+    def _check_stall(self) -> bool:
+        """Reopen a stream that died or went silent; True when audio was lost."""
+        stream = self._stream
+        quiet = time.monotonic() - self.last_audio
+        if stream is not None and stream.is_active() and quiet < self.cfg.stall_timeout_s:
+            return False
+        why = (
+            "the stream stopped"
+            if stream is not None and not stream.is_active()
+            else (f"no audio for {quiet:.1f} s")
+        )
+        self._set_health("stalled", why)
+        self._close()
+        self.reopens += 1
+        return True

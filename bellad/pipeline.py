@@ -1,0 +1,282 @@
+"""The pipeline: capture -> segmentation -> inference -> sinks, joined by bounded queues.
+
+Three threads, plus PortAudio's own for a microphone:
+
+* **listen** iterates the audio source and feeds the segmenter. Speech events
+  go to the delivery queue; utterances to the backlog.
+* **infer** takes utterances from the backlog: Whisper, the hallucination
+  guard, sentiment. It never runs on the capture thread.
+* **deliver** hands every event, in order, to each sink.
+
+Backlog policy: at most ``pipeline.max_backlog`` utterances wait for
+transcription. When speech arrives faster than it is transcribed and the
+backlog is full, ``overflow`` drops the oldest waiting utterance (default) or
+the new one; each drop is counted and logged. Capture never blocks.
+
+Stopping (SIGTERM, end of input) closes the utterance in flight, transcribes
+what is in the backlog, delivers every result, then closes the sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from tenacity import Retrying, stop_after_attempt, wait_exponential
+
+from bellad.audio import AudioSource
+from bellad.config import GuardConfig, PipelineConfig
+from bellad.events import Event, Result, Utterance
+from bellad.queues import BoundedQueue
+from bellad.sentiment import SentimentScorer
+from bellad.sinks import Sink
+from bellad.transcribe import Transcriber, judge
+from bellad.vad import Segmenter
+
+log = logging.getLogger(__name__)
+
+EVENT_QUEUE = (
+    10_000  # speech events and results awaiting delivery: small, never dropped in practice
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineStats:
+    """A snapshot of the counters, for logs, status lines and the stats topic."""
+
+    utterances: int  # results delivered to the sinks
+    guarded: int  # dropped by the hallucination guard
+    backlog: int  # utterances waiting now
+    backlog_dropped: int
+    muted_dropped: int
+    errors: int
+    last_latency_s: float | None
+    latencies_s: tuple[float, ...]  # recent end-of-speech -> result latencies
+    rtfs: tuple[float, ...]  # recent transcription real-time factors
+
+
+class Pipeline:
+    """Owns the stage threads; build it, ``start()``, then ``stop()`` or ``wait()``."""
+
+    def __init__(
+        self,
+        source: AudioSource,
+        segmenter: Segmenter,
+        transcriber: Transcriber,
+        sentiment: SentimentScorer | None,
+        sinks: Sequence[Sink],
+        cfg: PipelineConfig,
+        guard: GuardConfig,
+        site: str = "",
+    ) -> None:
+        self.source = source
+        self.segmenter = segmenter
+        self.transcriber = transcriber
+        self.sentiment = sentiment
+        self.sinks = list(sinks)
+        self.guard = guard
+        self.site = site
+        self.backlog: BoundedQueue[Utterance] = BoundedQueue(cfg.max_backlog, cfg.overflow)
+        self.events: BoundedQueue[Event] = BoundedQueue(EVENT_QUEUE, "drop_oldest")
+        self.models = {"whisper": transcriber.name}
+        if sentiment is not None:
+            self.models["sentiment"] = sentiment.name
+        self.last_audio = time.monotonic()  # when capture last delivered audio
+        self.busy_since: float | None = None  # when the inference in progress began
+        self.source_error: Exception | None = None
+        self._listening = threading.Event()
+        self._listening.set()
+        self._stop = threading.Event()
+        self._counts = {"utterances": 0, "guarded": 0, "muted": 0, "errors": 0}
+        self._latencies: deque[float] = deque(maxlen=200)
+        self._rtfs: deque[float] = deque(maxlen=200)
+        self._threads = [
+            threading.Thread(target=self._run_listen, name="bellad-listen", daemon=True),
+            threading.Thread(target=self._run_infer, name="bellad-infer", daemon=True),
+            threading.Thread(target=self._run_deliver, name="bellad-deliver", daemon=True),
+        ]
+
+    # -- control -------------------------------------------------------------
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop capturing; what was heard is still transcribed and delivered."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for every stage to finish; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+        return not any(t.is_alive() for t in self._threads)
+
+    @property
+    def capturing(self) -> bool:
+        """False once the source has ended or failed."""
+        return self._threads[0].is_alive()
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    def set_listening(self, on: bool) -> None:
+        """Privacy mute: off discards the audio, the open utterance and the backlog at once."""
+        if on:
+            self._listening.set()
+        else:
+            self._listening.clear()
+            dropped = self.backlog.clear()
+            self._counts["muted"] += len(dropped)
+        log.info("listening %s", "on" if on else "off (muted)")
+
+    def stats(self) -> PipelineStats:
+        latencies = tuple(self._latencies)
+        return PipelineStats(
+            utterances=self._counts["utterances"],
+            guarded=self._counts["guarded"],
+            backlog=len(self.backlog),
+            backlog_dropped=self.backlog.dropped,
+            muted_dropped=self._counts["muted"],
+            errors=self._counts["errors"],
+            last_latency_s=latencies[-1] if latencies else None,
+            latencies_s=latencies,
+            rtfs=tuple(self._rtfs),
+        )
+
+    # -- listen --------------------------------------------------------------
+
+    def _run_listen(self) -> None:
+        was_listening = True
+        try:
+            for chunk in self.source.chunks(self._stop):
+                self.last_audio = time.monotonic()
+                if not self._listening.is_set():
+                    if was_listening:
+                        self._dispatch(self.segmenter.discard())
+                    was_listening = False
+                    continue
+                was_listening = True
+                self._dispatch(self.segmenter.feed(chunk))
+        except Exception as exc:  # an input that fails mid-stream ends this run, loudly
+            self.source_error = exc
+            log.exception("audio source %s failed: %s", self.source.name, exc)
+        finally:
+            if self._listening.is_set():
+                self._dispatch(self.segmenter.flush())
+            self.backlog.close()
+
+    def _dispatch(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if isinstance(event, Utterance):
+                dropped = self.backlog.put(event)
+                if dropped is not None:
+                    log.warning(
+                        "backlog full (%d): dropped the %s utterance of %.1f s",
+                        self.backlog.maxsize,
+                        "new" if dropped is event else "oldest",
+                        dropped.duration_s,
+                    )
+            else:
+                self.events.put(event)
+
+    # -- infer ---------------------------------------------------------------
+
+    def _run_infer(self) -> None:
+        try:
+            while True:
+                utterance = self.backlog.get(timeout=1.0)
+                if utterance is None:
+                    if self.backlog.closed:
+                        break
+                    continue
+                result = self._infer_with_retry(utterance)
+                if result is not None and self._listening.is_set():
+                    self.events.put(result)
+                elif result is not None:
+                    self._counts["muted"] += 1
+        finally:
+            self.events.close()
+
+    def _infer_with_retry(self, utterance: Utterance) -> Result | None:
+        retrying = Retrying(
+            stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4), reraise=True
+        )
+        try:
+            return retrying(self._infer, utterance)
+        except Exception:
+            self._counts["errors"] += 1
+            log.exception("utterance %s: inference failed three times, dropped", utterance.id)
+            return None
+        finally:
+            self.busy_since = None
+
+    def _infer(self, utterance: Utterance) -> Result | None:
+        started = self.busy_since = time.monotonic()
+        transcript = self.transcriber.transcribe(utterance.audio)
+        transcribed = time.monotonic()
+        reasons = judge(transcript, utterance.rms_dbfs, self.guard)
+        timings = {
+            "hangover": max(0.0, utterance.closed_mono - utterance.speech_end_mono),
+            "queue": max(0.0, started - utterance.closed_mono),
+            "transcribe": transcribed - started,
+        }
+        self._rtfs.append((transcribed - started) / max(utterance.duration_s, 1e-3))
+        if reasons and (self.guard.action == "drop" or reasons == ("empty",)):
+            self._counts["guarded"] += 1
+            log.info("utterance %s dropped by the guard: %s", utterance.id, ", ".join(reasons))
+            return None
+        if reasons:
+            transcript = replace(transcript, flags=reasons)
+        sentiment = None
+        if self.sentiment is not None:
+            sentiment = self.sentiment.score(transcript.text)
+            timings["sentiment"] = time.monotonic() - transcribed
+        result = Result(utterance, transcript, sentiment, timings, self.models)
+        self._latencies.append(result.latency_s)
+        self._counts["utterances"] += 1
+        self._log_result(result)
+        return result
+
+    def _log_result(self, result: Result) -> None:
+        t = result.timings
+        log.info(
+            "utterance %s: %.1f s, %d chars; hangover %.0f ms, queue %.0f ms, "
+            "transcribe %.0f ms, sentiment %.0f ms",
+            result.utterance.id,
+            result.utterance.duration_s,
+            len(result.transcript.text),
+            t["hangover"] * 1000,
+            t["queue"] * 1000,
+            t["transcribe"] * 1000,
+            t.get("sentiment", 0.0) * 1000,
+            extra={"site": self.site, "utterance_id": result.utterance.id, "timings": t},
+        )
+
+    # -- deliver -------------------------------------------------------------
+
+    def _run_deliver(self) -> None:
+        while True:
+            event = self.events.get(timeout=1.0)
+            if event is None:
+                if self.events.closed:
+                    break
+                continue
+            for sink in self.sinks:
+                try:
+                    sink.handle(event)
+                except Exception:
+                    self._counts["errors"] += 1
+                    log.exception("sink %s failed on %s", sink.name, type(event).__name__)
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing sink %s failed", sink.name)

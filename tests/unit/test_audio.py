@@ -1,0 +1,124 @@
+"""Mixdown, resampling and the file and raw sources."""
+
+from __future__ import annotations
+
+import io
+import threading
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bellad.audio import Conditioner, FileSource, RawSource, mixdown, read_audio
+from bellad.errors import AudioError
+from bellad.events import SAMPLE_RATE
+
+
+def tone(freq: float, rate: int, seconds: float, amp: float = 10_000) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (np.sin(2 * np.pi * freq * t) * amp).astype(np.int16)
+
+
+def dominant_freq(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+def test_mixdown_averages_channels() -> None:
+    stereo = np.array([100, 300, -200, 200, 32767, 32767], dtype=np.int16)
+    assert mixdown(stereo, 2).tolist() == [200, 0, 32767]
+
+
+def test_mixdown_of_mono_is_identity() -> None:
+    mono = np.arange(10, dtype=np.int16)
+    assert mixdown(mono, 1) is not None
+    assert np.array_equal(mixdown(mono, 1), mono)
+
+
+def test_mixdown_cancels_opposite_channels() -> None:
+    left = tone(440, SAMPLE_RATE, 0.1)
+    interleaved = np.stack([left, -left], axis=1).reshape(-1)
+    assert np.abs(mixdown(interleaved, 2)).max() <= 1
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_resampling_keeps_duration_and_pitch(rate: int) -> None:
+    conditioner = Conditioner(rate, 1)
+    source = tone(1000, rate, 2.0)
+    out = np.concatenate(
+        [conditioner.process(source[i : i + 1234]) for i in range(0, len(source), 1234)]
+        + [conditioner.process(np.zeros(0, np.int16), last=True)]
+    )
+    assert abs(len(out) - 2 * SAMPLE_RATE) <= 2
+    assert dominant_freq(out) == pytest.approx(1000, abs=2)
+
+
+def test_resampling_a_stereo_stream() -> None:
+    rate = 48_000
+    left, right = tone(500, rate, 1.0), tone(500, rate, 1.0)
+    interleaved = np.stack([left, right], axis=1).reshape(-1)
+    conditioner = Conditioner(rate, 2)
+    out = np.concatenate(
+        [conditioner.process(interleaved), conditioner.process(np.zeros(0, np.int16), last=True)]
+    )
+    assert abs(len(out) - SAMPLE_RATE) <= 2
+    assert dominant_freq(out) == pytest.approx(500, abs=2)
+    assert np.abs(out).max() == pytest.approx(10_000, rel=0.05)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int, channels: int) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+
+
+def test_file_source_converts_a_stereo_44k_wav(tmp_path: Path) -> None:
+    rate = 44_100
+    mono = tone(700, rate, 1.5)
+    write_wav(tmp_path / "s.wav", np.stack([mono, mono], axis=1).reshape(-1), rate, 2)
+    out = read_audio(tmp_path / "s.wav")
+    assert abs(len(out) - int(1.5 * SAMPLE_RATE)) <= 2
+    assert dominant_freq(out) == pytest.approx(700, abs=2)
+
+
+def test_file_chunks_are_contiguous_and_stamped(tmp_path: Path) -> None:
+    write_wav(tmp_path / "a.wav", tone(300, SAMPLE_RATE, 2.5), SAMPLE_RATE, 1)
+    chunks = list(FileSource(tmp_path / "a.wav").chunks(threading.Event()))
+    position = 0
+    for chunk in chunks:
+        assert chunk.start_sample == position
+        assert chunk.start_mono == pytest.approx(chunks[0].start_mono + position / SAMPLE_RATE)
+        position += len(chunk.samples)
+    assert position == int(2.5 * SAMPLE_RATE)
+
+
+def test_realtime_pacing_takes_real_time(tmp_path: Path) -> None:
+    import time
+
+    write_wav(tmp_path / "a.wav", tone(300, SAMPLE_RATE, 0.5), SAMPLE_RATE, 1)
+    started = time.monotonic()
+    chunks = list(FileSource(tmp_path / "a.wav", realtime=True).chunks(threading.Event()))
+    assert time.monotonic() - started >= 0.45
+    assert all(len(c.samples) == 480 for c in chunks[:-1])
+
+
+def test_missing_and_corrupt_files_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(AudioError, match=r"audio file .*nope.wav: no such file"):
+        FileSource(tmp_path / "nope.wav")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage that is not audio")
+    with pytest.raises(AudioError, match=r"audio file .*bad.wav: cannot decode it"):
+        FileSource(bad)
+
+
+def test_raw_source_reads_stdin_pcm() -> None:
+    rate = 8000
+    pcm = tone(440, rate, 1.0)
+    interleaved = np.stack([pcm, pcm], axis=1).reshape(-1)
+    source = RawSource(io.BytesIO(interleaved.tobytes() + b"\x01"), rate, 2)
+    out = np.concatenate([c.samples for c in source.chunks(threading.Event())])
+    assert abs(len(out) - SAMPLE_RATE) <= 2
+    assert dominant_freq(out) == pytest.approx(440, abs=2)

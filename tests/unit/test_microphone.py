@@ -1,0 +1,209 @@
+"""The microphone's logic through a fake PortAudio: device choice, reopen, overflow."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from bellad.config import AudioConfig
+from bellad.errors import AudioError
+from bellad.events import AudioChunk
+from bellad.microphone import Callback, DeviceInfo, Microphone, choose_format, select_device
+
+USB = DeviceInfo(3, "USB PnP Sound Device: Audio (hw:1,0)", 2, 48_000)
+PULSE = DeviceInfo(5, "pulse", 32, 44_100, is_default=True)
+
+
+class FakeStream:
+    def __init__(self) -> None:
+        self.active = True
+        self.closed = False
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def close(self) -> None:
+        self.closed = True
+        self.active = False
+
+
+class FakeBackend:
+    """Devices and rates decided by the test; ``push`` plays PortAudio's thread."""
+
+    def __init__(self, devices: list[DeviceInfo], rates: tuple[int, ...] = (48_000,)) -> None:
+        self.listed = devices
+        self.rates = rates
+        self.fail_opens = 0
+        self.opened: list[tuple[int, int, int, int]] = []
+        self.resets = 0
+        self.callback: Callback | None = None
+        self.stream: FakeStream | None = None
+
+    def devices(self) -> list[DeviceInfo]:
+        return list(self.listed)
+
+    def supports(self, index: int, rate: int, channels: int) -> bool:
+        return rate in self.rates
+
+    def open(self, index: int, rate: int, channels: int, frames: int, cb: Callback) -> FakeStream:
+        if self.fail_opens:
+            self.fail_opens -= 1
+            raise OSError(-9996, "Invalid input device (no default output device)")
+        self.opened.append((index, rate, channels, frames))
+        self.callback = cb
+        self.stream = FakeStream()
+        return self.stream
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def push(self, samples: np.ndarray, overflow: int = 0) -> None:
+        assert self.callback is not None
+        self.callback(samples.astype("<i2").tobytes(), overflow)
+
+
+def test_select_device_by_index_name_and_default() -> None:
+    devices = [USB, PULSE]
+    assert select_device(devices, None) is PULSE
+    assert select_device(devices, 3) is USB
+    assert select_device(devices, "usb pnp") is USB
+    assert select_device(devices, "pulse") is PULSE
+
+
+def test_unknown_device_names_it_and_lists_the_others() -> None:
+    with pytest.raises(AudioError) as info:
+        select_device([USB, PULSE], "Blue Yeti")
+    assert str(info.value) == (
+        "audio.device = 'Blue Yeti': no capture device matches "
+        "(found: 3 'USB PnP Sound Device: Audio (hw:1,0)', 5 'pulse')"
+    )
+    with pytest.raises(AudioError, match="no capture device found"):
+        select_device([], None)
+
+
+def test_format_prefers_16k_then_common_rates() -> None:
+    assert choose_format(FakeBackend([USB], (16_000, 48_000)), USB, AudioConfig()) == (16_000, 1)
+    assert choose_format(FakeBackend([USB], (44_100,)), USB, AudioConfig()) == (44_100, 1)
+    assert choose_format(FakeBackend([USB], (48_000,)), USB, AudioConfig(channels=4)) == (48_000, 2)
+    with pytest.raises(AudioError, match=r"audio.rate = 22050: device 'USB.*does not support it"):
+        choose_format(FakeBackend([USB], (48_000,)), USB, AudioConfig(rate=22_050))
+
+
+def collect(mic: Microphone, stop: threading.Event, out: list[AudioChunk]) -> threading.Thread:
+    def run() -> None:
+        for chunk in mic.chunks(stop):
+            out.append(chunk)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_until(predicate: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def test_48k_stereo_device_yields_16k_mono() -> None:
+    backend = FakeBackend([USB])
+    mic = Microphone(AudioConfig(channels=2, block_ms=20), backend)
+    stop, out = threading.Event(), []
+    thread = collect(mic, stop, out)
+    wait_until(lambda: backend.callback is not None)
+    assert backend.opened == [(3, 48_000, 2, 960)]
+    for _ in range(50):
+        backend.push(np.full(960 * 2, 1000, np.int16))
+    wait_until(lambda: sum(len(c.samples) for c in out) >= 15_000)
+    stop.set()
+    thread.join(2)
+    assert mic.health == "stopped"
+    assert backend.stream is not None and backend.stream.closed
+    samples = np.concatenate([c.samples for c in out])
+    assert abs(len(samples) - 16_000) < 400  # the resampler holds back a few samples
+    assert np.median(samples) == 1000
+    starts = [c.start_sample for c in out]
+    assert starts == sorted(starts) and not any(c.gap for c in out)
+
+
+def test_overflow_is_counted_not_fatal() -> None:
+    backend = FakeBackend([PULSE], (16_000,))
+    mic = Microphone(AudioConfig(), backend)
+    stop, out = threading.Event(), []
+    thread = collect(mic, stop, out)
+    wait_until(lambda: backend.callback is not None)
+    backend.push(np.zeros(480, np.int16), overflow=1)
+    backend.push(np.zeros(480, np.int16))
+    wait_until(lambda: len(out) == 2)
+    stop.set()
+    thread.join(2)
+    assert mic.overflows == 1
+
+
+def test_capture_never_waits_on_a_slow_consumer() -> None:
+    backend = FakeBackend([PULSE], (16_000,))
+    mic = Microphone(AudioConfig(queue_s=0.3, block_ms=30), backend)  # 10 blocks
+    mic._open()
+    started = time.monotonic()
+    for _ in range(1000):  # nobody reads
+        backend.push(np.zeros(480, np.int16))
+    assert time.monotonic() - started < 1.0
+    assert mic.dropped_blocks == 990
+
+
+def test_a_stalled_device_is_reopened_and_the_gap_marked() -> None:
+    backend = FakeBackend([PULSE], (16_000,))
+    mic = Microphone(AudioConfig(stall_timeout_s=0.3), backend)
+    stop, out = threading.Event(), []
+    thread = collect(mic, stop, out)
+    wait_until(lambda: backend.callback is not None)
+    backend.push(np.zeros(480, np.int16))
+    wait_until(lambda: len(out) == 1)
+    wait_until(lambda: len(backend.opened) == 2)  # silence for 0.3 s: closed and reopened
+    assert backend.resets == 1
+    backend.push(np.zeros(480, np.int16))
+    wait_until(lambda: len(out) == 2)
+    stop.set()
+    thread.join(2)
+    assert out[1].gap and not out[0].gap
+    assert mic.reopens == 1
+
+
+def test_a_device_that_fails_to_open_is_retried_with_backoff() -> None:
+    backend = FakeBackend([PULSE], (16_000,))
+    backend.fail_opens = 3
+    mic = Microphone(AudioConfig(reopen_min_s=0.05, reopen_max_s=0.2), backend)
+    stop, out = threading.Event(), []
+    thread = collect(mic, stop, out)
+    wait_until(lambda: mic.health == "absent")
+    assert "cannot open it" in mic.problem
+    wait_until(lambda: backend.callback is not None)
+    backend.push(np.zeros(480, np.int16))
+    wait_until(lambda: len(out) == 1)
+    assert mic.health == "ok"
+    stop.set()
+    thread.join(2)
+    assert not thread.is_alive()
+
+
+def test_stop_interrupts_the_backoff() -> None:
+    backend = FakeBackend([PULSE], (16_000,))
+    backend.fail_opens = 10**6
+    mic = Microphone(AudioConfig(reopen_min_s=30, reopen_max_s=60), backend)
+    stop, out = threading.Event(), []
+    thread = collect(mic, stop, out)
+    wait_until(lambda: mic.health == "absent")
+    started = time.monotonic()
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - started < 2
+
+
+def test_a_missing_device_at_start_is_an_error() -> None:
+    with pytest.raises(AudioError, match=r"audio\.device = 'Yeti'"):
+        Microphone(AudioConfig(device="Yeti"), FakeBackend([PULSE]))
