@@ -17,7 +17,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bellad.errors import ConfigError
 
@@ -166,17 +174,22 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-Ms = Annotated[int, Field(ge=10, le=60_000)]
+# TOML already types its values: a string or a boolean where a number belongs is an error.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+Ms = Annotated[int, Strict(), Field(ge=10, le=60_000)]
 
 
 class ServiceConfig(Section):
     """``[service]``: identity and lifecycle of the daemon."""
 
-    site: str = Field(default_factory=default_site, description="site id of this device")
-    room: str = Field("", max_length=64, description="human-readable room name")
+    site: Str = Field(default_factory=default_site, description="site id of this device")
+    room: Str = Field("", max_length=64, description="human-readable room name")
     state_dir: Path = Field(default_factory=default_state_dir)
-    shutdown_timeout_s: float = Field(20.0, gt=0, le=600)
-    inference_timeout_s: float = Field(120.0, gt=0, le=3600)
+    shutdown_timeout_s: Float = Field(20.0, gt=0, le=600)
+    inference_timeout_s: Float = Field(120.0, gt=0, le=3600)
 
     @field_validator("site")
     @classmethod
@@ -191,16 +204,23 @@ class AudioConfig(Section):
 
     source: Literal["microphone", "file"] = "microphone"
     device: int | str | None = Field(None, description="index or name substring")
-    rate: int | None = Field(None, ge=8000, le=192_000, description="capture rate")
-    channels: int = Field(1, ge=1, le=32)
-    block_ms: int = Field(30, ge=10, le=200)
-    queue_s: float = Field(10.0, gt=0, le=120, description="capture buffer")
-    stall_timeout_s: float = Field(5.0, gt=0, le=300)
-    reopen_min_s: float = Field(0.5, gt=0, le=60)
-    reopen_max_s: float = Field(30.0, gt=0, le=3600)
+    rate: Int | None = Field(None, ge=8000, le=192_000, description="capture rate")
+    channels: Int = Field(1, ge=1, le=32)
+    block_ms: Int = Field(30, ge=10, le=200)
+    queue_s: Float = Field(10.0, gt=0, le=120, description="capture buffer")
+    stall_timeout_s: Float = Field(5.0, gt=0, le=300)
+    reopen_min_s: Float = Field(0.5, gt=0, le=60)
+    reopen_max_s: Float = Field(30.0, gt=0, le=3600)
     file: Path | None = None
-    realtime: bool = True
-    loop: bool = False
+    realtime: Bool = True
+    loop: Bool = False
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_type(cls, value: object) -> object:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | str)):
+            raise ValueError("a device is an index (a number) or a part of its name (a string)")
+        return value
 
     @field_validator("device")
     @classmethod
@@ -223,15 +243,15 @@ class AudioConfig(Section):
 class VadConfig(Section):
     """``[vad]``: speech segmentation (see ``bellad.vad``)."""
 
-    aggressiveness: int = Field(2, ge=0, le=3)
-    frame_ms: int = 30
+    aggressiveness: Int = Field(2, ge=0, le=3)
+    frame_ms: Int = 30
     start_window_ms: Ms = 240
-    start_ratio: float = Field(0.6, gt=0, le=1)
+    start_ratio: Float = Field(0.6, gt=0, le=1)
     hangover_ms: Ms = 600
-    end_ratio: float = Field(0.15, ge=0, lt=1)
-    pre_roll_ms: int = Field(400, ge=0, le=5000)
-    min_speech_ms: int = Field(250, ge=0, le=10_000)
-    max_utterance_s: float = Field(20.0, ge=2, le=30)
+    end_ratio: Float = Field(0.15, ge=0, lt=1)
+    pre_roll_ms: Int = Field(400, ge=0, le=5000)
+    min_speech_ms: Int = Field(250, ge=0, le=10_000)
+    max_utterance_s: Float = Field(20.0, ge=2, le=30)
     cut_search_ms: Ms = 2000
 
     @field_validator("frame_ms")
@@ -256,34 +276,34 @@ class VadConfig(Section):
 class GuardConfig(Section):
     """``[transcribe.guard]``: what counts as a hallucination."""
 
-    enabled: bool = True
+    enabled: Bool = True
     action: Literal["drop", "flag"] = "drop"
-    no_speech_threshold: float = Field(0.6, ge=0, le=1)
-    log_prob_threshold: float = Field(-1.0, le=0)
-    compression_ratio_threshold: float = Field(2.4, gt=0)
-    phantom_phrases: tuple[str, ...] = DEFAULT_PHANTOMS
-    phantom_max_dbfs: float = Field(-35.0, le=0, description="phantoms count below this level")
+    no_speech_threshold: Float = Field(0.6, ge=0, le=1)
+    log_prob_threshold: Float = Field(-1.0, le=0)
+    compression_ratio_threshold: Float = Field(2.4, gt=0)
+    phantom_phrases: tuple[Str, ...] = DEFAULT_PHANTOMS
+    phantom_max_dbfs: Float = Field(-35.0, le=0, description="phantoms count below this level")
 
 
 class TranscribeConfig(Section):
     """``[transcribe]``: Whisper through faster-whisper (see ``bellad.transcribe``)."""
 
-    model: str = Field("tiny.en", min_length=1, description="installed name or folder")
+    model: Str = Field("tiny.en", min_length=1, description="installed name or folder")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: Literal[
         "auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16", "float16", "float32"
     ] = "auto"
-    threads: int = Field(0, ge=0, le=64, description="0: one per core, at most 4")
-    language: str = Field("en", description="a Whisper language code, or 'auto'")
-    beam_size: int = Field(1, ge=1, le=10)
-    best_of: int = Field(1, ge=1, le=10)
-    temperature: tuple[float, ...] = Field((0.0,), min_length=1, max_length=6)
-    max_new_tokens: int = Field(128, ge=1, le=440)
-    condition_on_previous_text: bool = False
-    timestamps: bool = False
-    initial_prompt: str | None = None
-    hotwords: str | None = None
-    warmup: bool = True
+    threads: Int = Field(0, ge=0, le=64, description="0: one per core, at most 4")
+    language: Str = Field("en", description="a Whisper language code, or 'auto'")
+    beam_size: Int = Field(1, ge=1, le=10)
+    best_of: Int = Field(1, ge=1, le=10)
+    temperature: tuple[Float, ...] = Field((0.0,), min_length=1, max_length=6)
+    max_new_tokens: Int = Field(128, ge=1, le=440)
+    condition_on_previous_text: Bool = False
+    timestamps: Bool = False
+    initial_prompt: Str | None = None
+    hotwords: Str | None = None
+    warmup: Bool = True
     guard: GuardConfig = GuardConfig()
 
     @field_validator("language")
@@ -314,16 +334,16 @@ class TranscribeConfig(Section):
 class SentimentConfig(Section):
     """``[sentiment]``: an ONNX sequence classifier (see ``bellad.sentiment``)."""
 
-    enabled: bool = True
-    model: str = Field("builtin", min_length=1, description="'builtin', a name or a folder")
-    threads: int = Field(1, ge=1, le=16)
-    max_length: int = Field(128, ge=8, le=512)
+    enabled: Bool = True
+    model: Str = Field("builtin", min_length=1, description="'builtin', a name or a folder")
+    threads: Int = Field(1, ge=1, le=16)
+    max_length: Int = Field(128, ge=8, le=512)
 
 
 class PipelineConfig(Section):
     """``[pipeline]``: queues between the stages (see ``bellad.pipeline``)."""
 
-    max_backlog: int = Field(8, ge=1, le=1000, description="utterances awaiting transcription")
+    max_backlog: Int = Field(8, ge=1, le=1000, description="utterances awaiting transcription")
     overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
 
 
@@ -336,12 +356,12 @@ class OutputConfig(Section):
 class MqttConfig(Section):
     """``[mqtt]``: the broker connection (see ``bellad.mqtt``)."""
 
-    enabled: bool = True
-    host: str = Field("localhost", min_length=1)
-    port: int = Field(1883, ge=1, le=65535)
-    prefix: str = Field("bellad", min_length=1, max_length=64)
-    client_id: str = Field("", max_length=64, description="default: bellad-<site>")
-    keepalive_s: int = Field(30, ge=5, le=3600)
+    enabled: Bool = True
+    host: Str = Field("localhost", min_length=1)
+    port: Int = Field(1883, ge=1, le=65535)
+    prefix: Str = Field("bellad", min_length=1, max_length=64)
+    client_id: Str = Field("", max_length=64, description="default: bellad-<site>")
+    keepalive_s: Int = Field(30, ge=5, le=3600)
 
     @field_validator("prefix")
     @classmethod

@@ -131,7 +131,8 @@ class PyAudioBackend:
 def select_device(devices: list[DeviceInfo], wanted: int | str | None) -> DeviceInfo:
     """The device named by ``audio.device``: an index, a name substring, or the default."""
     if not devices:
-        raise AudioError("audio.device: no capture device found (is a microphone connected?)")
+        named = "audio.device" if wanted is None else f"audio.device = {wanted!r}"
+        raise AudioError(f"{named}: no capture device found (is a microphone connected?)")
     if wanted is None:
         return next((d for d in devices if d.is_default), devices[0])
     if isinstance(wanted, int):
