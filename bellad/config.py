@@ -353,15 +353,63 @@ class OutputConfig(Section):
     stdout: Literal["auto", "on", "off"] = "auto"
 
 
+class TlsConfig(Section):
+    """``[mqtt.tls]``: TLS to the broker, with hostname verification on."""
+
+    enabled: Bool = False
+    ca_file: Path | None = Field(None, description="CA bundle; unset: the system's CAs")
+    cert_file: Path | None = Field(None, description="client certificate (optional)")
+    key_file: Path | None = Field(None, description="client key (with cert_file)")
+    verify_hostname: Bool = True
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class OutboxConfig(Section):
+    """``[mqtt.outbox]``: the durable queue of results (see ``bellad.outbox``)."""
+
+    max_messages: Int = Field(10_000, ge=10, le=1_000_000)
+    max_age_h: Float = Field(168.0, gt=0, le=24 * 365)
+
+
+class HomeAssistantConfig(Section):
+    """``[mqtt.homeassistant]``: MQTT discovery (see ``bellad.homeassistant``)."""
+
+    discovery: Bool = True
+    prefix: Str = Field("homeassistant", min_length=1, max_length=64)
+
+
+class HermesConfig(Section):
+    """``[mqtt.hermes]``: Rhasspy-era Hermes topics (see ``bellad.hermes``)."""
+
+    enabled: Bool = False
+
+
 class MqttConfig(Section):
-    """``[mqtt]``: the broker connection (see ``bellad.mqtt``)."""
+    """``[mqtt]``: the broker connection and topics (see ``bellad.mqtt``)."""
 
     enabled: Bool = True
     host: Str = Field("localhost", min_length=1)
-    port: Int = Field(1883, ge=1, le=65535)
+    port: Int | None = Field(None, ge=1, le=65535, description="default 1883, 8883 with TLS")
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
     prefix: Str = Field("bellad", min_length=1, max_length=64)
     client_id: Str = Field("", max_length=64, description="default: bellad-<site>")
     keepalive_s: Int = Field(30, ge=5, le=3600)
+    username: Str = ""
+    password_file: Path | None = None
+    password_credential: Str = Field("mqtt-password", min_length=1)
+    reconnect_min_s: Float = Field(1.0, gt=0, le=60)
+    reconnect_max_s: Float = Field(60.0, gt=0, le=3600)
+    stats_interval_s: Float = Field(60.0, ge=0, le=86_400, description="0: no stats")
+    flush_timeout_s: Float = Field(5.0, ge=0, le=120)
+    tls: TlsConfig = TlsConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    hermes: HermesConfig = HermesConfig()
 
     @field_validator("prefix")
     @classmethod
@@ -369,6 +417,16 @@ class MqttConfig(Section):
         if any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
             raise ValueError("a topic prefix has no '+' or '#' and no leading or trailing '/'")
         return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> MqttConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (8883 if self.tls.enabled else 1883)
 
 
 class ModelsConfig(Section):

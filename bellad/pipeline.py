@@ -88,6 +88,7 @@ class Pipeline:
         self.last_audio = time.monotonic()  # when capture last delivered audio
         self.busy_since: float | None = None  # when the inference in progress began
         self.source_error: Exception | None = None
+        self._next_segmenter: Segmenter | None = None
         self._listening = threading.Event()
         self._listening.set()
         self._stop = threading.Event()
@@ -117,6 +118,18 @@ class Pipeline:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(left)
         return not any(t.is_alive() for t in self._threads)
+
+    def reconfigure(self, segmenter: Segmenter, guard: GuardConfig, cfg: PipelineConfig) -> None:
+        """Apply a reloaded config: the listen thread swaps the segmenter in between chunks."""
+        self._next_segmenter = segmenter
+        self.guard = guard
+        self.backlog.maxsize = cfg.max_backlog
+        self.backlog.overflow = cfg.overflow
+
+    @property
+    def alive(self) -> bool:
+        """True while every stage thread runs."""
+        return all(t.is_alive() for t in self._threads)
 
     @property
     def capturing(self) -> bool:
@@ -158,6 +171,8 @@ class Pipeline:
         try:
             for chunk in self.source.chunks(self._stop):
                 self.last_audio = time.monotonic()
+                if self._next_segmenter is not None:
+                    self._swap_segmenter()
                 if not self._listening.is_set():
                     if was_listening:
                         self._dispatch(self.segmenter.discard())
@@ -172,6 +187,13 @@ class Pipeline:
             if self._listening.is_set():
                 self._dispatch(self.segmenter.flush())
             self.backlog.close()
+
+    def _swap_segmenter(self) -> None:
+        """Close what the old segmenter holds (nothing is lost), then use the new one."""
+        new, self._next_segmenter = self._next_segmenter, None
+        if new is not None:
+            self._dispatch(self.segmenter.flush())
+            self.segmenter = new
 
     def _dispatch(self, events: Sequence[Event]) -> None:
         for event in events:
