@@ -91,7 +91,9 @@ done
 
 ((EUID == 0)) || die "run as root, e.g.: sudo $0"
 [[ -f "$checkout/pyproject.toml" ]] || die "$checkout is not a bellad checkout (no pyproject.toml)"
-[[ -f "$checkout/systemd/$UNIT" ]] || die "missing $checkout/systemd/$UNIT"
+for file in "systemd/$UNIT" systemd/jetson.conf scripts/apt-deps.sh; do
+    [[ -f "$checkout/$file" ]] || die "missing $checkout/$file"
+done
 
 install_apt_packages() {
     if ((skip_apt)); then
@@ -99,19 +101,9 @@ install_apt_packages() {
         return
     fi
     command -v dpkg-query >/dev/null || die "dpkg-query not found: this script supports Debian-based systems; install ${APT_PACKAGES[*]} yourself and pass --skip-apt"
-    local missing=() pkg status
-    for pkg in "${APT_PACKAGES[@]}"; do
-        status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
-        [[ "$status" == installed ]] || missing+=("$pkg")
-    done
-    if ((${#missing[@]} == 0)); then
-        log "Debian packages: all present"
-        return
-    fi
-    log "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    log "checking Debian packages: ${APT_PACKAGES[*]}"
+    # installs only the missing ones
+    "$checkout/scripts/apt-deps.sh" "${APT_PACKAGES[@]}"
 }
 
 create_user() {
@@ -147,7 +139,8 @@ install_venv() {
         --exclude=./models --exclude=./bench/out --exclude=./state . |
         tar -C "$stage" -xf -
     log "installing bellad into $PREFIX"
-    "$PREFIX/bin/pip" install --quiet --upgrade "${stage}[systemd]"
+    # --use-pep517: build sdists (systemd-python) as wheels, which pip caches
+    "$PREFIX/bin/pip" install --quiet --upgrade --use-pep517 "${stage}[systemd]"
     rm -rf -- "$stage"
     trap - EXIT
     [[ -x "$PREFIX/bin/bellad" ]] || die "$PREFIX/bin/bellad missing after pip install"
