@@ -617,6 +617,19 @@ def test_restart_policy(installed: Installed, status: int, substate: str) -> Non
         c.run(["systemctl", "reset-failed", UNIT])
 
 
+def test_real_bellad_with_a_missing_model_is_not_restarted(installed: Installed) -> None:
+    # the real ExecStart= and the shipped config: no model is installed yet,
+    # so bellad must exit 78 (EX_CONFIG) inside the sandbox, and stay down
+    c = installed.container
+    try:
+        assert c.run(["systemctl", "start", UNIT], timeout=120).returncode != 0
+        props = show(c, UNIT, "SubState", "ExecMainStatus", "NRestarts")
+        assert props == {"SubState": "failed", "ExecMainStatus": "78", "NRestarts": "0"}
+        assert "bellad: error:" in c.journal(UNIT)
+    finally:
+        c.run(["systemctl", "reset-failed", UNIT])
+
+
 # Jetson drop-in and uninstall (last: they change the installation)
 
 
