@@ -260,7 +260,7 @@ class Daemon:
         return self._shutdown(pipeline)
 
     def healthy(self) -> bool:
-        """True while capture delivers audio (or waits for a missing device) and no inference hangs."""
+        """Capture delivers audio (or awaits a missing device) and no inference hangs."""
         pipeline = self.pipeline
         assert pipeline is not None
         now = time.monotonic()

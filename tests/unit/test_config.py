@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bellad.config import CHECKOUT_CONFIG, Config, load_config, parse_config
+from bellad.config import CHECKOUT_CONFIG, Config, Section, load_config, parse_config
 from bellad.errors import ConfigError
 
 
@@ -40,15 +40,17 @@ def test_shipped_config_equals_the_defaults() -> None:
 
 def test_shipped_config_names_every_key() -> None:
     text = CHECKOUT_CONFIG.read_text()
-    sections = dict(Config.model_fields)
-    for name, field in sections.items():
-        assert f"[{name}]" in text, name
-        section_type = field.annotation
-        assert section_type is not None
-        for key in section_type.model_fields:  # type: ignore[union-attr]
-            if key == "guard":
-                continue
-            assert re.search(rf"^#? ?{key} = ", text, re.M), f"{name}.{key} not in the file"
+
+    def check(model: type[Section], path: str) -> None:
+        for key, field in model.model_fields.items():
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, Section):
+                assert f"\n[{path}{key}]\n" in text, f"[{path}{key}] not in the file"
+                check(kind, f"{path}{key}.")
+            else:
+                assert re.search(rf"^#? ?{key} = ", text, re.M), f"{path}{key} not in the file"
+
+    check(Config, "")
 
 
 @pytest.mark.parametrize(
