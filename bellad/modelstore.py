@@ -623,7 +623,10 @@ class ModelStore:
             with _hub_errors(name, self.endpoint):
                 commit, remote = self._remote_files(entry, revision or "main")
                 self._check_space(name, remote)
-                fetched = [self._fetch(name, entry.repo_id, commit, f) for f in remote]
+            fetched = []
+            for f in remote:
+                with _hub_errors(name, self.endpoint, f.repo_path):
+                    fetched.append(self._fetch(name, entry.repo_id, commit, f))
             manifest = Manifest(
                 name=name,
                 kind=entry.kind,
@@ -920,7 +923,7 @@ def _verify_download(path: Path, algo: str, expected: str, repo_path: str, name:
 
 
 @contextlib.contextmanager
-def _hub_errors(name: str, endpoint: str) -> Iterator[None]:
+def _hub_errors(name: str, endpoint: str, path: str | None = None) -> Iterator[None]:
     """Turn what the hub client raises into one-line :class:`ModelError` messages."""
     import httpx2
     from huggingface_hub.errors import (
@@ -947,11 +950,19 @@ def _hub_errors(name: str, endpoint: str) -> Iterator[None]:
             f"{CATALOG[name].repo_id} has no such revision: run  bellad models pull {name}"
         ) from None
     except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        what = f"{path} of model {name!r}" if path else f"model {name!r}"
         raise ModelError(
-            f"downloading model {name!r} from {endpoint} failed ({reason}): run  "
+            f"downloading {what} from {endpoint} failed ({_reason(exc)}): run  "
             f"bellad models pull {name}  again, it resumes where it stopped"
         ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, one-line reason for a failed request."""
+    response = getattr(exc, "response", None)
+    if response is not None:
+        return f"HTTP {response.status_code} {response.reason_phrase}".strip()
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 # -- helpers: files -----------------------------------------------------------

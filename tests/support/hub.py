@@ -133,10 +133,13 @@ class FakeHub:
         self._faults: dict[str, list[Fault]] = {}
         self._corrupt: dict[str, Corrupt] = {}
         self._requests: list[Request] = []
+        self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.hub = self
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -150,9 +153,15 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop the kept-alive connections too: a stopped hub is gone."""
         self.release_stalls()
         self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=5)
 
     def __enter__(self) -> FakeHub:
@@ -225,6 +234,13 @@ class FakeHub:
             if r.method == "GET" and "/resolve/" in r.path and r.filename == filename
         ]
 
+    def _track(self, conn: socket.socket, alive: bool) -> None:
+        with self._lock:
+            if alive:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
     def _record(self, request: Request) -> None:
         with self._lock:
             self._requests.append(request)
@@ -252,6 +268,14 @@ _TREE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.hub._track(self.connection, alive=True)
+
+    def finish(self) -> None:
+        self.server.hub._track(self.connection, alive=False)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet: the hub records requests itself."""
