@@ -105,7 +105,7 @@ def pull(
         for name in names:
             result = store.pull(name, revision=revision, force=force)
             m = result.manifest
-            verb = "installed" if result.downloaded else "already installed"
+            verb = "installed" if result.changed else "already installed"
             click.echo(
                 f"{name}: {verb} ({m.kind}, {human_size(m.size)}, {m.origin}) in {result.path}"
             )
@@ -199,10 +199,12 @@ def import_(
     obj: ModelsContext, path: Path, name: str | None, kind: Kind | None, force: bool
 ) -> None:
     """Install a model from a folder or a .tar/.tar.gz/.zip archive (no network needed)."""
-    m = obj.store().import_model(path, name=name, kind=kind, force=force)
+    result = obj.store().import_model(path, name=name, kind=kind, force=force)
+    m = result.manifest
+    verb = "imported" if result.changed else "already installed"
     click.echo(
-        f"{m.name}: imported ({m.kind}, {len(m.files)} files, {human_size(m.size)}, "
-        f"{m.origin}) in {obj.models_dir / m.name}"
+        f"{m.name}: {verb} ({m.kind}, {len(m.files)} files, {human_size(m.size)}, "
+        f"{m.origin}) in {result.path}"
     )
 
 

@@ -535,12 +535,12 @@ class InstalledModel:
 
 
 @dataclass(frozen=True)
-class PullResult:
-    """What :meth:`ModelStore.pull` did."""
+class InstallResult:
+    """What :meth:`ModelStore.pull` or :meth:`ModelStore.import_model` did."""
 
     manifest: Manifest
     path: Path
-    downloaded: bool
+    changed: bool  # False: the same model was already installed and intact
 
 
 @dataclass(frozen=True)
@@ -613,13 +613,13 @@ class ModelStore:
 
     # -- pull ----------------------------------------------------------------
 
-    def pull(self, name: str, *, revision: str | None = None, force: bool = False) -> PullResult:
+    def pull(self, name: str, *, revision: str | None = None, force: bool = False) -> InstallResult:
         """Download catalog model ``name`` and install it (a no-op if already intact)."""
         entry = catalog_entry(name)
         target = self._target(name)
         with self._locked():
             if not force and (kept := self._intact(target, entry, revision)) is not None:
-                return PullResult(kept, target, downloaded=False)
+                return InstallResult(kept, target, changed=False)
             with _hub_errors(name, self.endpoint):
                 commit, remote = self._remote_files(entry, revision or "main")
                 self._check_space(name, remote)
@@ -644,7 +644,7 @@ class ModelStore:
             for blob, _ in fetched:
                 blob.unlink(missing_ok=True)
             record_stamps(target, manifest)  # after the unlinks, which change the files' ctime
-        return PullResult(manifest, target, downloaded=True)
+        return InstallResult(manifest, target, changed=True)
 
     def _intact(self, target: Path, entry: CatalogEntry, revision: str | None) -> Manifest | None:
         if not target.is_dir():
@@ -766,8 +766,12 @@ class ModelStore:
         name: str | None = None,
         kind: Kind | None = None,
         force: bool = False,
-    ) -> Manifest:
-        """Install a model from a folder or an archive, checking it against its manifest."""
+    ) -> InstallResult:
+        """Install a model from a folder or an archive, checked against its manifest if any.
+
+        Importing a model identical to the installed one (same manifest files)
+        changes nothing, so that provisioning scripts can run it again.
+        """
         if not source.exists():
             raise ModelError(f"cannot import {source}: no such file or folder")
         with self._locked():
@@ -780,6 +784,9 @@ class ModelStore:
                 manifest, files = _import_plan(_model_root(root), source, name, kind)
                 target = self._target(manifest.name)
                 if target.exists() and not force:
+                    same = self._same_as_installed(target, manifest)
+                    if same is not None:
+                        return InstallResult(same, target, changed=False)
                     raise ModelError(
                         f"model {manifest.name!r} is already installed in {self.models_dir}: "
                         f"add --force to replace it"
@@ -788,7 +795,17 @@ class ModelStore:
             finally:
                 shutil.rmtree(unpack_dir, ignore_errors=True)
             record_stamps(target, manifest)
-        return manifest
+        return InstallResult(manifest, target, changed=True)
+
+    def _same_as_installed(self, target: Path, incoming: Manifest) -> Manifest | None:
+        """The installed manifest if it is intact and lists exactly ``incoming``'s files."""
+        found = self._inspect(target, full=False)
+        if found.manifest is None or found.check is None or not found.check.ok:
+            return None
+        if not all(f.sha256 for f in incoming.files) or found.manifest.files != incoming.files:
+            return None
+        log.info("model %s is already installed with the same files", target.name)
+        return found.manifest
 
     # -- remove --------------------------------------------------------------
 

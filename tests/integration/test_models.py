@@ -392,6 +392,10 @@ def test_import_of_a_folder_installed_by_bellad(hub: FakeHub, tmp_path: Path) ->
     assert imported.installed["via"] == "import"
     assert resolve_model("tiny.en", "whisper", device) == device / "tiny.en"
 
+    # Importing the same model again (say, a provisioning run repeated) changes nothing.
+    assert "tiny.en: already installed" in ok(cli(None, device, "import", str(usb)))
+    assert Manifest.read(device / "tiny.en") == imported
+
 
 def test_import_refuses_a_copy_that_differs_from_its_manifest(hub: FakeHub, tmp_path: Path) -> None:
     ok(cli(hub, tmp_path / "online", "pull", "tiny.en"))
