@@ -335,17 +335,20 @@ def check_model(folder: Path, manifest: Manifest, *, full: bool) -> Check:
     for rec in manifest.files:
         try:
             st = (folder / rec.path).stat()
+            if st.st_size != rec.size:
+                problems.append(f"{rec.path} has {st.st_size} bytes, the manifest says {rec.size}")
+                continue
+            if known.get(rec.path) != _stamp(st):
+                rehashed.append(rec.path)
+                if hash_file(folder / rec.path)[0] != rec.sha256:
+                    problems.append(f"{rec.path} does not match its sha256")
+                    continue
         except FileNotFoundError:
             problems.append(f"{rec.path} is missing")
             continue
-        if st.st_size != rec.size:
-            problems.append(f"{rec.path} has {st.st_size} bytes, the manifest says {rec.size}")
+        except OSError as exc:  # EIO from a failing SD card, EACCES...
+            problems.append(f"{rec.path} cannot be read ({exc.strerror or exc})")
             continue
-        if known.get(rec.path) != _stamp(st):
-            rehashed.append(rec.path)
-            if hash_file(folder / rec.path)[0] != rec.sha256:
-                problems.append(f"{rec.path} does not match its sha256")
-                continue
         fresh[rec.path] = _stamp(st)
     if not problems and (rehashed or full):
         _write_stamps(folder, fresh)
@@ -592,7 +595,8 @@ class ModelStore:
         """One installed model, checked (``full``: every file re-hashed)."""
         path = self._target(name)
         if not path.is_dir():
-            raise ModelError(f"model {name!r} is not installed in {self.models_dir}")
+            fix = f"bellad models pull {name}" if name in CATALOG else "bellad models list"
+            raise ModelError(f"model {name!r} is not installed in {self.models_dir}: run  {fix}")
         return self._inspect(path, full=full)
 
     def _inspect(self, path: Path, *, full: bool) -> InstalledModel:
@@ -618,10 +622,13 @@ class ModelStore:
         entry = catalog_entry(name)
         target = self._target(name)
         with self._locked():
-            if not force and (kept := self._intact(target, entry, revision)) is not None:
+            kept = None if force else self._intact(target, entry)
+            if kept is not None and revision in (None, kept.source.get("revision")):
                 return InstallResult(kept, target, changed=False)
             with _hub_errors(name, self.endpoint):
                 commit, remote = self._remote_files(entry, revision or "main")
+                if kept is not None and kept.source.get("revision") == commit:
+                    return InstallResult(kept, target, changed=False)
                 self._check_space(name, remote)
             fetched = []
             for f in remote:
@@ -646,7 +653,8 @@ class ModelStore:
             record_stamps(target, manifest)  # after the unlinks, which change the files' ctime
         return InstallResult(manifest, target, changed=True)
 
-    def _intact(self, target: Path, entry: CatalogEntry, revision: str | None) -> Manifest | None:
+    def _intact(self, target: Path, entry: CatalogEntry) -> Manifest | None:
+        """The manifest of an intact installed ``entry`` model, else None."""
         if not target.is_dir():
             return None
         found = self._inspect(target, full=False)
@@ -654,11 +662,9 @@ class ModelStore:
         if manifest is None or found.check is None or not found.check.ok:
             log.warning("model %s is %s: downloading it again", target.name, found.status)
             return None
-        if revision is not None and revision != manifest.source.get("revision"):
-            return None
         if manifest.source.get("type") == "hub" and manifest.source.get("repo") != entry.repo_id:
             return None
-        log.info("model %s is already installed (%s)", target.name, manifest.origin)
+        log.info("model %s is installed (%s)", target.name, manifest.origin)
         return manifest
 
     def _remote_files(self, entry: CatalogEntry, revision: str) -> tuple[str, list[_RemoteFile]]:
@@ -815,10 +821,10 @@ class ModelStore:
         with self._locked():
             if not target.is_dir():
                 raise ModelError(f"model {name!r} is not installed in {self.models_dir}")
-            trash = self.models_dir / f".trash-{name}-{secrets.token_hex(4)}"
-            target.rename(trash)
+            doomed = self.models_dir / f".removed-{name}-{secrets.token_hex(4)}"
+            target.rename(doomed)
             _fsync_dir(self.models_dir)
-            shutil.rmtree(trash)
+            shutil.rmtree(doomed)
 
     # -- installing ----------------------------------------------------------
 
@@ -862,38 +868,52 @@ class ModelStore:
 
     def _commit(self, stage: Path, name: str) -> None:
         target = self.models_dir / name
-        trash = None
+        old = None
         if target.exists():
-            trash = self.models_dir / f".trash-{name}-{secrets.token_hex(4)}"
-            target.rename(trash)
+            old = self.models_dir / f".replaced-{name}-{secrets.token_hex(4)}"
+            target.rename(old)
         stage.rename(target)
         _fsync_dir(self.models_dir)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """One changing command at a time per models dir; tidies what a crash left."""
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        with (self.models_dir / ".lock").open("a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("waiting for another bellad models command on %s", self.models_dir)
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            self._tidy()
-            yield
+        """One changing command at a time per models dir; tidies what a crash left.
+
+        A filesystem error inside (no permission, disk full) becomes a :class:`ModelError`.
+        """
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            with (self.models_dir / ".lock").open("a") as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.info("waiting for another bellad models command on %s", self.models_dir)
+                    fcntl.flock(fh, fcntl.LOCK_EX)
+                self._tidy()
+                yield
+        except OSError as exc:
+            where = exc.filename or self.models_dir
+            raise ModelError(
+                f"cannot change the models dir: {where}: {exc.strerror or exc}: run as a user "
+                f"who may write there, or choose another dir with --models-dir"
+            ) from exc
 
     def _tidy(self) -> None:
-        for path in self.models_dir.glob(".staging-*"):
-            log.info("removing %s, left by an interrupted install", path.name)
-            shutil.rmtree(path, ignore_errors=True)
-        for path in self.models_dir.glob(".trash-*"):
-            name = path.name.removeprefix(".trash-").rsplit("-", 1)[0]
+        """Undo what an interrupted command left: staging folders, half-done removals.
+
+        A model set aside by a replace that died before the new one was
+        renamed in (``.replaced-*``) is put back.
+        """
+        for path in self.models_dir.glob(".replaced-*"):
+            name = path.name.removeprefix(".replaced-").rsplit("-", 1)[0]
             if _NAME.fullmatch(name) and not (self.models_dir / name).exists():
-                log.info("restoring model %s, left aside by an interrupted replace", name)
+                log.info("restoring model %s, set aside by an interrupted replace", name)
                 path.rename(self.models_dir / name)
-            else:
+        for pattern in (".staging-*", ".removed-*", ".replaced-*"):
+            for path in self.models_dir.glob(pattern):
+                log.info("removing %s, left by an interrupted command", path.name)
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -918,9 +938,13 @@ def _hub_checksum(f: _RemoteFile, meta: HfFileMetadata) -> tuple[str, str]:
     else:
         raise ModelError(f"the hub gave no checksum for {f.repo_path}: it cannot be verified")
     if etag and etag != expected[1]:
-        raise ModelError(
-            f"the hub contradicts itself about {f.repo_path} (listing {expected[1][:12]}, "
-            f"ETag {etag[:12]}): try again later"
+        log.warning(
+            "%s: the hub's ETag %s differs from its file listing's %s %s: checking against "
+            "the listing",
+            f.repo_path,
+            etag[:12],
+            expected[0],
+            expected[1][:12],
         )
     return expected
 

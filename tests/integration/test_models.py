@@ -204,6 +204,22 @@ def test_pull_of_an_intact_model_needs_no_network(hub: FakeHub, models_dir: Path
     assert hub.requests == []
 
 
+def test_pull_with_a_revision_downloads_only_if_the_commit_moved(
+    hub: FakeHub, models_dir: Path
+) -> None:
+    ok(cli(hub, models_dir, "pull", "tiny.en"))
+    hub.clear_log()
+
+    assert "already installed" in ok(cli(hub, models_dir, "pull", "--revision", "main", "tiny.en"))
+    assert [r.path for r in hub.requests] == [f"/api/models/{WHISPER_REPO}/revision/main"]
+
+
+def test_pull_into_a_dir_it_cannot_create_fails_in_one_line(hub: FakeHub, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    line = one_line_error(cli(hub, tmp_path / "a-file" / "models", "pull", "tiny.en"))
+    assert "cannot change the models dir" in line and "Not a directory" in line
+
+
 def test_pull_of_an_unknown_name_lists_the_known_ones(hub: FakeHub, models_dir: Path) -> None:
     line = one_line_error(cli(hub, models_dir, "pull", "huge"))
     assert (
@@ -360,6 +376,20 @@ def test_a_crash_before_the_final_rename_leaves_no_model(hub: FakeHub, models_di
     assert hub.downloads("model.bin") == []  # the verified download was kept in the cache
     assert not list(models_dir.glob(".staging-*"))
     assert "tiny.en: ok" in ok(cli(hub, models_dir, "verify"))
+
+
+def test_leftovers_of_an_interrupted_replace_or_rm_are_sorted_out(
+    hub: FakeHub, models_dir: Path
+) -> None:
+    ok(cli(hub, models_dir, "pull", "tiny.en"))
+    # A replace that died between its two renames, and an rm that died before deleting.
+    (models_dir / "tiny.en").rename(models_dir / ".replaced-tiny.en-0a1b2c3d")
+    shutil.copytree(models_dir / ".replaced-tiny.en-0a1b2c3d", models_dir / ".removed-old-4e5f6a7b")
+    hub.clear_log()
+
+    assert "tiny.en: already installed" in ok(cli(hub, models_dir, "pull", "tiny.en"))
+    assert hub.requests == []  # the replaced model was put back, intact
+    assert sorted(p.name for p in models_dir.iterdir()) == [".cache", ".lock", "tiny.en"]
 
 
 def test_a_byte_damaged_in_transit_is_refused(hub: FakeHub, models_dir: Path) -> None:
