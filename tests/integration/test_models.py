@@ -115,10 +115,12 @@ def ok(result: Result) -> str:
 
 
 def one_line_error(result: Result) -> str:
+    """The error line that ends a failed command (log lines may come before it)."""
     assert result.exit_code != 0, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bellad: error: "), result.stderr
-    return lines[0]
+    errors = [line for line in lines if line.startswith("bellad: error: ")]
+    assert errors == lines[-1:], result.stderr
+    return errors[0]
 
 
 def flip_byte(path: Path, offset: int) -> None:
