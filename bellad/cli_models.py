@@ -26,7 +26,6 @@ from bellad.modelstore import (
     Kind,
     ModelStore,
     default_models_dir,
-    describe,
     human_size,
 )
 
@@ -122,12 +121,24 @@ def list_(obj: ModelsContext, available: bool, as_json: bool) -> None:
         return
     found = obj.store().installed()
     if as_json:
-        click.echo(json.dumps([describe(m) for m in found], indent=2))
+        click.echo(json.dumps([_describe(m) for m in found], indent=2))
         return
     if not found:
         click.echo(f"no models installed in {obj.models_dir}")
         return
     click.echo(_table(["NAME", "KIND", "SIZE", "SOURCE", "STATUS"], [_row(m) for m in found]))
+
+
+def _describe(model: InstalledModel) -> dict[str, Any]:
+    m = model.manifest
+    return {
+        "name": model.name,
+        "path": str(model.path),
+        "kind": m.kind if m else None,
+        "size": m.size if m else None,
+        "source": dict(m.source) if m else None,
+        "status": model.status,
+    }
 
 
 def _row(m: InstalledModel) -> list[str]:
@@ -172,12 +183,17 @@ def verify(obj: ModelsContext, name: str | None) -> None:
         for problem in problems:
             click.echo(f"{m.name}: FAILED: {problem}")
     if failed:
-        first = failed[0]
-        fix = first.manifest.fix_command() if first.manifest else f"bellad models rm {first.name}"
-        raise ModelError(
-            f"{len(failed)} of {len(found)} models failed verification "
-            f"({', '.join(m.name for m in failed)}; {first.name}: {first.status}): run  {fix}"
+        details = "; ".join(f"{m.name}: {_problem(m)}" for m in failed)
+        fixes = " && ".join(
+            m.manifest.fix_command() if m.manifest else f"bellad models rm {m.name}" for m in failed
         )
+        raise ModelError(
+            f"{len(failed)} of {len(found)} models failed verification ({details}): run  {fixes}"
+        )
+
+
+def _problem(m: InstalledModel) -> str:
+    return m.check.summary() if m.check is not None else m.status
 
 
 @models.command("import")

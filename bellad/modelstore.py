@@ -46,7 +46,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from bellad import __version__
@@ -1190,16 +1190,3 @@ def _name_from(source: Path) -> str:
     if not _NAME.fullmatch(name):
         raise ModelError(f"cannot import {source}: {name!r} is no model name: add --name NAME")
     return name
-
-
-def describe(model: InstalledModel) -> dict[str, Any]:
-    """A JSON-ready summary of an installed model (``bellad models list --json``)."""
-    m = model.manifest
-    return {
-        "name": model.name,
-        "path": str(model.path),
-        "kind": m.kind if m else None,
-        "size": m.size if m else None,
-        "source": dict(m.source) if m else None,
-        "status": model.status,
-    }
