@@ -27,6 +27,7 @@ from bellad.modelstore import (
     ModelStore,
     default_models_dir,
     human_size,
+    prepare_hub_client,
 )
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def pull(
     if revision is not None and len(names) > 1:
         raise click.UsageError("--revision applies to one model at a time")
     store = obj.store(endpoint)
+    prepare_hub_client(store.endpoint)  # before anything loads the hub client
     with _progress_bars(enabled=not quiet):
         for name in names:
             result = store.pull(name, revision=revision, force=force)

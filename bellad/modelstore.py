@@ -622,6 +622,7 @@ class ModelStore:
         entry = catalog_entry(name)
         target = self._target(name)
         with self._locked():
+            prepare_hub_client(self.endpoint)
             kept = None if force else self._intact(target, entry)
             if kept is not None and revision in (None, kept.source.get("revision")):
                 return InstallResult(kept, target, changed=False)
@@ -918,6 +919,25 @@ class ModelStore:
 
 
 # -- helpers: hub -------------------------------------------------------------
+
+
+def prepare_hub_client(endpoint: str) -> None:
+    """Make ``endpoint`` the hub client's own default too, if it is not loaded yet.
+
+    bellad passes the endpoint to every call, but ``huggingface_hub`` reads
+    ``HF_ENDPOINT`` once, at import, for requests of its own (2.x fetches
+    ``/api/agent-harnesses`` once per process): with a mirror, those must not
+    go to the public hub.
+    """
+    if "huggingface_hub" not in sys.modules:
+        os.environ["HF_ENDPOINT"] = endpoint
+        return
+    from huggingface_hub import constants
+
+    if endpoint != constants.ENDPOINT:
+        log.debug(
+            "huggingface_hub was loaded for %s; bellad pulls from %s", constants.ENDPOINT, endpoint
+        )
 
 
 def _size(n: int | None) -> str:

@@ -91,10 +91,15 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def hub(repos: dict[str, Path]) -> Iterator[FakeHub]:
+def hub(repos: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     with FakeHub() as fake:
         for repo_id, folder in repos.items():
             fake.add_repo(repo_id, folder)
+        # This process loaded the hub client before the fake hub had an address, so its own
+        # default endpoint (for requests it makes by itself) is the public hub: point it here.
+        monkeypatch.setattr(hub_constants, "ENDPOINT", fake.url)
+        template = fake.url + "/{repo_id}/resolve/{revision}/{filename}"
+        monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
         yield fake
 
 
@@ -220,6 +225,28 @@ def test_pull_into_a_dir_it_cannot_create_fails_in_one_line(hub: FakeHub, tmp_pa
     (tmp_path / "a-file").write_text("")
     line = one_line_error(cli(hub, tmp_path / "a-file" / "models", "pull", "tiny.en"))
     assert "cannot change the models dir" in line and "Not a directory" in line
+
+
+def test_pull_points_the_hub_clients_own_requests_at_the_chosen_endpoint(
+    hub: FakeHub, models_dir: Path
+) -> None:
+    # huggingface_hub reads HF_ENDPOINT once, when loaded, for requests it makes by itself.
+    script = textwrap.dedent(
+        """
+        import sys
+        from bellad.cli_models import models
+        models(sys.argv[1:], standalone_mode=False)
+        from huggingface_hub import constants
+        print(constants.ENDPOINT)
+        """
+    )
+    args = ["--models-dir", str(models_dir), "pull", "--endpoint", hub.url, "tiny.en"]
+    env = {k: v for k, v in os.environ.items() if k != "HF_ENDPOINT"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == hub.url
 
 
 def test_pull_of_an_unknown_name_lists_the_known_ones(hub: FakeHub, models_dir: Path) -> None:
