@@ -9,11 +9,14 @@ random weights drawn from a seeded generator.
   ``preprocessor_config.json`` next to it, so that ``faster_whisper`` loads it
   from the folder alone. English-only (the real tiny.en vocabulary and token
   ids) or multilingual (the multilingual special-token layout, so that language
-  detection runs). Random weights decode garbage; a bias towards
-  ``<|endoftext|>`` makes greedy decoding stop after a few tokens.
+  detection runs). Random weights decode garbage; a push towards
+  ``<|endoftext|>`` that grows at every step makes decoding stop after a few
+  tokens.
 * :func:`build_sentiment_model` writes a small ONNX sequence classifier with the
   inputs and output of a DistilBERT SST-2 export, a WordPiece ``tokenizer.json``
-  and a ``config.json`` with the labels.
+  and a ``config.json`` with the labels. Its weights are random but for one
+  embedding column of word log-odds counted from SST-2, so plain sentiment words
+  get the label one expects.
 * :func:`ensure_test_models` builds all three once into a cache folder and
   reuses them.
 
@@ -83,7 +86,7 @@ _MULTILINGUAL_ALIGNMENT_HEADS = [[2, 2], [3, 0], [3, 2], [3, 3], [3, 4], [3, 5]]
 
 
 @dataclass(frozen=True)
-class WhisperDims:
+class _WhisperDims:
     """Sizes of a Whisper model; the defaults are those of *tiny*."""
 
     n_mels: int = 80
@@ -94,7 +97,7 @@ class WhisperDims:
     ffn: int = 1536
 
 
-_TINY = WhisperDims()
+_TINY = _WhisperDims()
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,7 @@ def _set_attention(spec: Any, rng: np.random.Generator, d: int, *, cross: bool) 
     _set_linear(spec.linear[-1], rng, d, d)
 
 
-def _set_ffn(spec: Any, rng: np.random.Generator, dims: WhisperDims) -> None:
+def _set_ffn(spec: Any, rng: np.random.Generator, dims: _WhisperDims) -> None:
     _set_norm(spec.layer_norm, dims.d_model)
     _set_linear(spec.linear_0, rng, dims.ffn, dims.d_model)
     _set_linear(spec.linear_1, rng, dims.d_model, dims.ffn)
@@ -273,7 +276,7 @@ def _sinusoids(length: int, channels: int) -> np.ndarray:
     return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
 
 
-def _fill_encoder(spec: Any, dims: WhisperDims, rng: np.random.Generator) -> None:
+def _fill_encoder(spec: Any, dims: _WhisperDims, rng: np.random.Generator) -> None:
     d = dims.d_model
     spec.conv1.weight = _normal(rng, d, dims.n_mels, 3, std=1 / math.sqrt(3 * dims.n_mels))
     spec.conv1.bias = np.zeros(d, dtype=np.float32)
@@ -287,7 +290,7 @@ def _fill_encoder(spec: Any, dims: WhisperDims, rng: np.random.Generator) -> Non
 
 
 def _fill_decoder(
-    spec: Any, dims: WhisperDims, rng: np.random.Generator, *, vocab_size: int
+    spec: Any, dims: _WhisperDims, rng: np.random.Generator, *, vocab_size: int
 ) -> None:
     d = dims.d_model
     embeddings = _normal(rng, vocab_size, d, std=0.02)
@@ -387,10 +390,13 @@ def build_whisper_model(
     ``generation_config.json`` and ``preprocessor_config.json``.
 
     Greedy decoding stops when ``<|endoftext|>`` outscores every text token.
-    ``eot_ramp`` raises its score at each step: the default ends transcripts
-    after 7 to 9 tokens, 3 after about 4, 0.5 after about 20; 0 lets the model
-    ramble to the length limit. ``eot_bias`` adds a constant number of logits
-    (negative values delay the end). Returns ``out_dir``.
+    ``eot_ramp`` raises its score at each step. Measured on bellad's 43 test
+    clips (greedy, no timestamps), transcripts end after 7 to 9 text tokens with
+    the default 1.5, 11 to 13 with 1, 21 to 23 with 0.5, 4 to 5 with 3 and 3
+    with 5; with 0 the model rambles to the length limit. ``eot_bias`` adds a
+    constant number of logits (negative values delay the end). The first token
+    is never ``<|endoftext|>``, which faster-whisper suppresses there.
+    Returns ``out_dir``.
     """
     import ctranslate2
 
