@@ -681,9 +681,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--sentiment", action="store_true", help=f"ONNX sentiment model, in {SENTIMENT_DIRNAME}/"
     )
-    parser.add_argument("--data-dir", type=Path, help="shared data folder (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eot-ramp", type=float, default=DEFAULT_EOT_RAMP)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="shared data folder (default: $BELLAD_DATA_DIR, else <repo>/../shared/data)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--eot-ramp",
+        type=float,
+        default=DEFAULT_EOT_RAMP,
+        help="per-step push towards <|endoftext|>; higher ends transcripts sooner "
+        "(default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
