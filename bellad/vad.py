@@ -197,8 +197,18 @@ class Segmenter:
         """End of input (or a gap): close an open utterance, forget partial frames."""
         events: list[SegmentEvent] = []
         if self._frames:
-            last = self._frames[-1]
-            events = self._close(last)
+            if len(self._carry):  # the input's last, partial frame belongs to the utterance
+                last = self._frames[-1]
+                self._frames.append(
+                    Frame(
+                        self._carry,
+                        self._carry_sample,
+                        last.end_mono,
+                        self._wall(last),
+                        last.voiced,
+                    )
+                )
+            events = self._close(self._frames[-1])
         self._reset()
         self._carry = np.zeros(0, np.int16)
         return events

@@ -139,6 +139,13 @@ def test_flush_closes_open_speech_at_end_of_input() -> None:
     assert isinstance(events[-1], SpeechEnded)
 
 
+def test_flush_keeps_a_trailing_partial_frame() -> None:
+    audio = frames((0, 20), (LOUD, 30))
+    audio = np.concatenate([audio, np.full(100, LOUD, np.int16)])  # 100 samples past a frame
+    (utt,) = utterances(run(audio))
+    assert utt.start_sample + len(utt.audio) == len(audio)
+
+
 def test_a_gap_closes_the_open_utterance() -> None:
     seg = Segmenter(VadConfig(), "test", relative=False, is_speech=fake_vad)
     speech = frames((0, 20), (LOUD, 30))
