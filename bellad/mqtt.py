@@ -139,7 +139,7 @@ class MqttLink:
     def stop(self, flush_timeout: float) -> None:
         """Send what the outbox holds (up to ``flush_timeout``), go offline, disconnect."""
         deadline = time.monotonic() + flush_timeout
-        while self.connected.is_set() and self.outbox.depth and time.monotonic() < deadline:
+        while self.outbox.depth and time.monotonic() < deadline and self._thread.is_alive():
             self._wake.set()
             time.sleep(0.05)
         if self.outbox.depth:
