@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from tests.support.mqtt_clients import Endpoint, Message, Subscriber
+from tests.support.mqtt_clients import Endpoint, Message, Subscriber, try_connect
 from tests.support.tls import CertificateAuthority, KeyPair
 from tests.support.tools import (
     check_reachable,
@@ -147,8 +147,12 @@ class Mosquitto:
         path = self.dir / "passwd"
         for n, (name, password) in enumerate(users.items()):
             create = ["-c"] if n == 0 else []
-            subprocess.run([tool, *create, "-b", str(path), name, password],
-                           check=True, capture_output=True, timeout=30)  # fmt: skip
+            subprocess.run(
+                [tool, *create, "-b", str(path), name, password],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
         return self._own(path, 0o600)
 
     def _tls_lines(self) -> list[str]:
@@ -205,8 +209,14 @@ class Mosquitto:
             password = self.config.users.get(user)
         if not tls:
             return Endpoint(self.host, self.port, user, password)
-        return Endpoint("localhost", self._need_tls_port(), user, password,
-                        ca or self._need_ca().cert, client_cert)  # fmt: skip
+        return Endpoint(
+            "localhost",
+            self._need_tls_port(),
+            user,
+            password,
+            ca or self._need_ca().cert,
+            client_cert,
+        )
 
     # -- process -----------------------------------------------------------------------
     @property
@@ -262,12 +272,24 @@ class Mosquitto:
         self.start(timeout=timeout)
 
     def save(self, timeout: float = 5.0) -> None:
-        """Ask Mosquitto to write its persistence file now (SIGUSR1) and wait for it."""
+        """Have Mosquitto write its persistence file now (SIGUSR1); wait until written."""
         mark = self.log_offset()
         if self._proc is None or not self.running:
             raise BrokerError("broker not running")
         self._proc.send_signal(signal.SIGUSR1)
-        self.wait_log("Saving in-memory database", after=mark, timeout=timeout)
+        self.wait_saved(after=mark, timeout=timeout)
+
+    def wait_saved(self, *, after: int, timeout: float = 5.0) -> None:
+        """Wait until a save of the persistence file that began past log offset ``after``
+        is complete, so that a :meth:`kill` cannot cut it short.
+
+        Mosquitto logs "Saving in-memory database" *before* writing; it is single-threaded,
+        so once it has answered a new connection, the write is done.
+        """
+        self.wait_log("Saving in-memory database", after=after, timeout=timeout)
+        outcome = try_connect(self.endpoint(), timeout=timeout)
+        if outcome.reason is None:
+            raise BrokerError(self._failure(f"broker did not answer after saving: {outcome}"))
 
     def _signal(self, sig: signal.Signals, timeout: float) -> None:
         proc = self._proc

@@ -67,15 +67,18 @@ def new_client(
     client_id: str = "",
     protocol: MQTTProtocolVersion = MQTTv311,
     clean: bool = True,
+    reconnect: bool = True,
 ) -> paho.Client:
     """A configured, unconnected paho client; ``clean=False`` asks for a persistent session
-    (give a ``client_id`` then)."""
+    (give a ``client_id`` then); ``reconnect=False`` makes its network loop give up when
+    the connection drops instead of retrying."""
     client_id = client_id or f"bellad-test-{uuid.uuid4().hex[:12]}"
     client = paho.Client(
         paho.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=clean if protocol != MQTTv5 else None,
         protocol=protocol,
+        reconnect_on_failure=reconnect,
     )
     if endpoint.username is not None:
         client.username_pw_set(endpoint.username, endpoint.password)
@@ -97,8 +100,9 @@ def _connect(client: paho.Client, endpoint: Endpoint, clean: bool) -> None:
         if not clean:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 3600
-        client.connect(endpoint.host, endpoint.port, keepalive=10, clean_start=clean,
-                       properties=props)  # fmt: skip
+        client.connect(
+            endpoint.host, endpoint.port, keepalive=10, clean_start=clean, properties=props
+        )
     else:
         client.connect(endpoint.host, endpoint.port, keepalive=10)
 
@@ -125,15 +129,25 @@ def try_connect(
     endpoint: Endpoint, *, protocol: MQTTProtocolVersion = MQTTv311, timeout: float = 5.0
 ) -> ConnectOutcome:
     """Connect once, report how it went, and disconnect."""
-    client = new_client(endpoint, protocol=protocol)
+    client = new_client(endpoint, protocol=protocol, reconnect=False)
     answered = threading.Event()
-    reasons: list[ReasonCode] = []
+    outcomes: list[ConnectOutcome] = []
 
     def on_connect(c: paho.Client, u: Any, f: paho.ConnectFlags, rc: ReasonCode, p: Any) -> None:
-        reasons.append(rc)
+        outcomes.append(ConnectOutcome(rc))
+        answered.set()
+
+    def on_disconnect(
+        c: paho.Client, u: Any, f: paho.DisconnectFlags, rc: ReasonCode, p: Any
+    ) -> None:
+        # The connection dropped before any CONNACK, e.g. the broker wanted a client
+        # certificate (with TLS 1.3 it says so only after the handshake).
+        error = ConnectionAbortedError(f"connection closed before CONNACK: {rc}")
+        outcomes.append(ConnectOutcome(None, error))
         answered.set()
 
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     try:
         _connect(client, endpoint, clean=True)
     except (OSError, ssl.SSLError) as exc:
@@ -142,7 +156,7 @@ def try_connect(
     try:
         if not answered.wait(timeout):
             return ConnectOutcome(None, TimeoutError(f"no CONNACK within {timeout:g} s"))
-        return ConnectOutcome(reasons[0])
+        return outcomes[0]
     finally:
         client.disconnect()
         client.loop_stop()

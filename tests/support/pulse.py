@@ -123,11 +123,21 @@ class PulseServer:
     def start(self, *, feeder: bool = True, timeout: float = 10.0) -> PulseServer:
         """Start the daemon, wait until the source exists, and (by default) the feeder."""
         args = [
-            self.binary, "--daemonize=no", "--system=no", "-n", "-F", str(self.script),
-            "--exit-idle-time=-1", "--disallow-exit", "--use-pid-file=no",
-            "--realtime=no", "--high-priority=no",
-            f"--log-target=file:{self.log_path}", "--log-level=info", "--log-time=yes",
-        ]  # fmt: skip
+            self.binary,
+            "--daemonize=no",
+            "--system=no",
+            "-n",
+            "-F",
+            str(self.script),
+            "--exit-idle-time=-1",
+            "--disallow-exit",
+            "--use-pid-file=no",
+            "--realtime=no",
+            "--high-priority=no",
+            f"--log-target=file:{self.log_path}",
+            "--log-level=info",
+            "--log-time=yes",
+        ]
         self._proc = subprocess.Popen(
             args,
             env=self._daemon_env(),

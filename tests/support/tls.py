@@ -83,8 +83,18 @@ class CertificateAuthority:
         config = folder / f"{slug}-ca.cnf"
         config.write_text(_CA_CONFIG.format(name=name))
         cert, key = folder / f"{slug}-ca.crt", folder / f"{slug}-ca.key"
-        _openssl("req", "-x509", "-new", "-config", config, *_new_key_args(key),
-                 "-days", "2", "-out", cert)  # fmt: skip
+        _openssl(
+            "req",
+            "-x509",
+            "-new",
+            "-config",
+            config,
+            *_new_key_args(key),
+            "-days",
+            "2",
+            "-out",
+            cert,
+        )
         return cls(folder, name, cert, key)
 
     def issue(self, name: str, *, usage: str, san: Sequence[str] = ()) -> KeyPair:
@@ -95,9 +105,26 @@ class CertificateAuthority:
         config.write_text(_LEAF_CONFIG.format(name=name, usage=usage, san=alt))
         cert, key, csr = (self.folder / f"{slug}.{ext}" for ext in ("crt", "key", "csr"))
         _openssl("req", "-new", "-config", config, *_new_key_args(key), "-out", csr)
-        _openssl("x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
-                 "-set_serial", f"0x{secrets.randbits(63):x}", "-days", "2",
-                 "-extfile", config, "-extensions", "leaf_ext", "-out", cert)  # fmt: skip
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            self.cert,
+            "-CAkey",
+            self.key,
+            "-set_serial",
+            f"0x{secrets.randbits(63):x}",
+            "-days",
+            "2",
+            "-extfile",
+            config,
+            "-extensions",
+            "leaf_ext",
+            "-out",
+            cert,
+        )
         csr.unlink()
         return KeyPair(cert, key)
 
