@@ -26,7 +26,7 @@ MakeSubscriber = Callable[..., Subscriber]
 
 
 @contextmanager
-def _installed() -> Iterator[None]:
+def failing_if_missing() -> Iterator[None]:
     """Turn a missing program into a failure that says what to install."""
     try:
         yield
@@ -40,7 +40,7 @@ def mosquitto_factory() -> Iterator[MakeBroker]:
     brokers: list[Mosquitto] = []
 
     def make(**options: Any) -> Mosquitto:
-        with _installed():
+        with failing_if_missing():
             broker = Mosquitto(BrokerConfig(**options))
         brokers.append(broker)
         return broker.start()
@@ -94,7 +94,7 @@ def subscriber() -> Iterator[MakeSubscriber]:
 @pytest.fixture(scope="session")
 def pulse_server() -> Iterator[PulseServer]:
     """One PulseAudio daemon and feeder for the whole session; use :func:`pulse`."""
-    with _installed():
+    with failing_if_missing():
         require_alsa_pulse_plugin()
         server = PulseServer()
     try:

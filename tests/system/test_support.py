@@ -18,12 +18,19 @@ import pytest
 
 from tests.support.broker import Mosquitto
 from tests.support.mqtt_clients import publish, try_connect
-from tests.support.plugin import SECURE_USERS, MakeBroker, MakeSubscriber
+from tests.support.plugin import SECURE_USERS, MakeBroker, MakeSubscriber, failing_if_missing
 from tests.support.pulse import PulseServer, chirp, find_exact
+from tests.support.tools import require_program
 
 pytestmark = pytest.mark.system
 
 BLOCK = 320  # 20 ms at 16 kHz
+
+
+def test_missing_program_fails_naming_the_package() -> None:
+    needs = pytest.raises(pytest.fail.Exception, match=r"apt-get install pulseaudio-utils")
+    with needs, failing_if_missing():
+        require_program("pactl", "pulseaudio-utils", path="/nonexistent/pactl")
 
 
 # -- broker -------------------------------------------------------------------------------
@@ -201,15 +208,26 @@ def test_fed_audio_comes_out_bit_exact(pulse: PulseServer) -> None:
     assert not captured[at - 100 : at].any()  # silence right before it
 
 
+def drain(stream: Any, quiet: float = 0.2, timeout: float = 3.0) -> None:
+    """Read until nothing has arrived for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    while time.monotonic() - last < quiet:
+        if available := stream.get_read_available():
+            stream.read(available, exception_on_overflow=False)
+            last = time.monotonic()
+        assert time.monotonic() < deadline, "audio keeps coming"
+        time.sleep(0.01)
+
+
 def test_paused_feeder_stalls_the_device(pulse: PulseServer) -> None:
     feeder = pulse.feeder
     with pulse_input() as stream:
         stream.read(BLOCK * 5, exception_on_overflow=False)  # flowing
         feeder.pause()
-        time.sleep(0.1)  # what was in flight arrives
-        stream.read(stream.get_read_available(), exception_on_overflow=False)
+        drain(stream)  # what was in flight
         feeder.feed(chirp(0.2))
-        time.sleep(0.4)
+        time.sleep(0.3)
         assert stream.get_read_available() == 0  # nothing comes: the device is stalled
         with pytest.raises(TimeoutError):
             feeder.wait_drained(timeout=0.1)
