@@ -125,10 +125,10 @@ class ConnectOutcome:
         return f"{type(self.error).__name__}: {self.error}"
 
 
-def try_connect(
-    endpoint: Endpoint, *, protocol: MQTTProtocolVersion = MQTTv311, timeout: float = 5.0
-) -> ConnectOutcome:
-    """Connect once, report how it went, and disconnect."""
+def _open(
+    endpoint: Endpoint, protocol: MQTTProtocolVersion, timeout: float
+) -> tuple[paho.Client, ConnectOutcome]:
+    """A client with its network loop running, and how its connection attempt ended."""
     client = new_client(endpoint, protocol=protocol, reconnect=False)
     answered = threading.Event()
     outcomes: list[ConnectOutcome] = []
@@ -151,15 +151,25 @@ def try_connect(
     try:
         _connect(client, endpoint, clean=True)
     except (OSError, ssl.SSLError) as exc:
-        return ConnectOutcome(None, exc)
+        return client, ConnectOutcome(None, exc)
     client.loop_start()
-    try:
-        if not answered.wait(timeout):
-            return ConnectOutcome(None, TimeoutError(f"no CONNACK within {timeout:g} s"))
-        return outcomes[0]
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    if not answered.wait(timeout):
+        return client, ConnectOutcome(None, TimeoutError(f"no CONNACK within {timeout:g} s"))
+    return client, outcomes[0]
+
+
+def _close(client: paho.Client) -> None:
+    client.disconnect()
+    client.loop_stop()
+
+
+def try_connect(
+    endpoint: Endpoint, *, protocol: MQTTProtocolVersion = MQTTv311, timeout: float = 5.0
+) -> ConnectOutcome:
+    """Connect once, report how it went, and disconnect."""
+    client, outcome = _open(endpoint, protocol, timeout)
+    _close(client)
+    return outcome
 
 
 def publish(
@@ -171,18 +181,18 @@ def publish(
     retain: bool = False,
     timeout: float = 5.0,
 ) -> None:
-    """Publish one message and wait until the broker has it (PUBACK for QoS 1)."""
-    client = new_client(endpoint)
-    _connect(client, endpoint, clean=True)
-    client.loop_start()
+    """Publish one message and wait until the broker has it (PUBACK for QoS 1).
+    Raises ConnectionRefusedError if the broker will not take the connection."""
+    client, outcome = _open(endpoint, MQTTv311, timeout)
     try:
+        if not outcome.ok:
+            raise ConnectionRefusedError(f"cannot publish to {topic!r}: {outcome}")
         info = client.publish(topic, payload, qos=qos, retain=retain)
         info.wait_for_publish(timeout)
         if not info.is_published():
             raise TimeoutError(f"publishing to {topic!r} not acknowledged within {timeout:g} s")
     finally:
-        client.disconnect()
-        client.loop_stop()
+        _close(client)
 
 
 class Subscriber:

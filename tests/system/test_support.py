@@ -67,6 +67,8 @@ def test_password_auth(secure_mosquitto: Mosquitto, subscriber: MakeSubscriber) 
         assert outcome.reason.value == 135, outcome
     with pytest.raises(ConnectionRefusedError, match="Not authorized"):
         subscriber(secure_mosquitto.endpoint("bellad", password="wrong"), "bellad/#")
+    with pytest.raises(ConnectionRefusedError, match="Not authorized"):
+        publish(secure_mosquitto.endpoint(), "bellad/anonymous", "no")
 
 
 def test_tls_verifies_the_broker(secure_mosquitto: Mosquitto, subscriber: MakeSubscriber) -> None:
