@@ -21,7 +21,7 @@ from tests.support.tls import CertificateAuthority, KeyPair
 from tests.support.tools import (
     check_reachable,
     daemon_user,
-    free_port,
+    free_ports,
     give_to,
     port_open,
     remove_tree,
@@ -63,14 +63,15 @@ class Mosquitto:
 
     host = "127.0.0.1"
 
-    def __init__(self, config: BrokerConfig | None = None, *, base_dir: Path | None = None):
+    def __init__(self, config: BrokerConfig | None = None, *, base_dir: Path | None = None) -> None:
         self.config = config or BrokerConfig()
         self.binary = require_program("mosquitto", "mosquitto", path=MOSQUITTO)
         self._user = daemon_user("mosquitto")
         self.dir = Path(tempfile.mkdtemp(prefix="bellad-mosquitto-", dir=base_dir))
         self._proc: subprocess.Popen[bytes] | None = None
-        self.port = free_port(self.host)
-        self.tls_port: int | None = free_port(self.host) if self.config.tls else None
+        ports = free_ports(2 if self.config.tls else 1, self.host)
+        self.port = ports[0]
+        self.tls_port: int | None = ports[1] if self.config.tls else None
         self.ca: CertificateAuthority | None = None
         self.server: KeyPair | None = None
         self.conf_path = self.dir / "mosquitto.conf"
@@ -95,6 +96,7 @@ class Mosquitto:
 
     @property
     def data_dir(self) -> Path:
+        """Where the persistence file lives (kept across restarts)."""
         return self.dir / "data"
 
     def _own(self, path: Path, mode: int) -> Path:
