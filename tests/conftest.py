@@ -12,7 +12,7 @@ import tomli_w
 
 REPO = Path(__file__).resolve().parent.parent
 
-# pytest_plugins = ["tests.support.plugin"]
+pytest_plugins = ["tests.support.plugin"]
 
 
 def data_dir() -> Path:
