@@ -30,6 +30,7 @@ class AudioSource(Protocol):
 
     name: str
     relative: bool  # True when offsets from the start of the input mean something
+    live: bool  # True when audio arrives in real time and cannot wait (a microphone)
 
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]: ...
 
@@ -96,6 +97,7 @@ class FileSource:
         self.path = path
         self.name = str(path)
         self.realtime = realtime
+        self.live = realtime
         self.block = SAMPLE_RATE * block_ms // 1000 if realtime else SAMPLE_RATE
         self._probe()
 
@@ -152,6 +154,7 @@ class RawSource:
         self.channels = channels
         self.name = name
         self.realtime = realtime
+        self.live = realtime
         self.block = SAMPLE_RATE * block_ms // 1000 if realtime else SAMPLE_RATE
 
     def _decoded(self) -> Iterator[Samples]:

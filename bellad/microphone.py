@@ -167,6 +167,7 @@ class Microphone:
     """A PyAudio capture device, reopened with backoff when it fails."""
 
     relative = False
+    live = True
 
     def __init__(self, cfg: AudioConfig, backend: AudioBackend | None = None) -> None:
         self.cfg = cfg

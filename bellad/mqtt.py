@@ -197,6 +197,11 @@ class MqttLink:
         self._connack = None
         try:
             client.connect(self.cfg.host, self.cfg.effective_port, keepalive=self.cfg.keepalive_s)
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectFailed(
+                f"TLS handshake failed: certificate verify failed: {exc.verify_message} "
+                "(check mqtt.tls.ca_file and mqtt.host)"
+            ) from None
         except ssl.SSLError as exc:
             raise ConnectFailed(
                 f"TLS handshake failed: {exc.reason or exc} (check mqtt.tls)"

@@ -9,9 +9,11 @@ Three threads, plus PortAudio's own for a microphone:
 * **deliver** hands every event, in order, to each sink.
 
 Backlog policy: at most ``pipeline.max_backlog`` utterances wait for
-transcription. When speech arrives faster than it is transcribed and the
-backlog is full, ``overflow`` drops the oldest waiting utterance (default) or
-the new one; each drop is counted and logged. Capture never blocks.
+transcription. When live speech (a microphone, or input paced in real time)
+arrives faster than it is transcribed and the backlog is full, ``overflow``
+drops the oldest waiting utterance (default) or the new one; each drop is
+counted and logged. Capture never blocks. Input that is not live (a file read
+as fast as it decodes) waits for room instead: nothing is dropped.
 
 Stopping (SIGTERM, end of input) closes the utterance in flight, transcribes
 what is in the backlog, delivers every result, then closes the sinks.
@@ -92,6 +94,7 @@ class Pipeline:
         self._listening = threading.Event()
         self._listening.set()
         self._stop = threading.Event()
+        self._abandon = threading.Event()  # set when nothing consumes the backlog any more
         self._counts = {"utterances": 0, "guarded": 0, "muted": 0, "errors": 0}
         self._latencies: deque[float] = deque(maxlen=200)
         self._rtfs: deque[float] = deque(maxlen=200)
@@ -197,7 +200,9 @@ class Pipeline:
 
     def _dispatch(self, events: Sequence[Event]) -> None:
         for event in events:
-            if isinstance(event, Utterance):
+            if isinstance(event, Utterance) and not self.source.live:
+                self.backlog.put_wait(event, self._abandon)  # a file waits: nothing dropped
+            elif isinstance(event, Utterance):
                 dropped = self.backlog.put(event)
                 if dropped is not None:
                     log.warning(
@@ -225,6 +230,7 @@ class Pipeline:
                 elif result is not None:
                     self._counts["muted"] += 1
         finally:
+            self._abandon.set()
             self.events.close()
 
     def _infer_with_retry(self, utterance: Utterance) -> Result | None:

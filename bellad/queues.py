@@ -1,9 +1,10 @@
 """A bounded queue with a stated overflow policy.
 
-Stages never block each other on a full queue: a producer's ``put`` always
-returns at once. When the queue is full, the policy decides which item is
+A live producer never blocks on a full queue: ``put`` always returns at once. When the queue is full, the policy decides which item is
 dropped (the oldest waiting one, or the new one); drops are counted, and the
-dropped item is returned so the caller can log or account for it.
+dropped item is returned so the caller can log or account for it. A producer
+that can wait (a file, not a microphone) uses ``put_wait`` instead: backpressure,
+nothing dropped.
 """
 
 from __future__ import annotations
@@ -39,15 +40,30 @@ class BoundedQueue(Generic[T]):
                     return item
                 dropped = self._items.popleft()
             self._items.append(item)
-            self._cond.notify()
+            self._cond.notify_all()
             return dropped
+
+    def put_wait(self, item: T, stop: threading.Event, poll: float = 0.1) -> bool:
+        """Add ``item`` once there is room (backpressure); False if ``stop`` was set first."""
+        with self._cond:
+            while len(self._items) >= self.maxsize:
+                if stop.is_set():
+                    return False
+                self._cond.wait(poll)
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
 
     def get(self, timeout: float | None = None) -> T | None:
         """The oldest item, or None after ``timeout`` or once closed and empty."""
         with self._cond:
             if not self._items and not self._closed:
                 self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()  # room for a waiting put_wait
+            return item
 
     def clear(self) -> list[T]:
         """Remove and return everything waiting."""

@@ -83,6 +83,7 @@ class LoopingFile:
     def __init__(self, path: Path, realtime: bool, block_ms: int) -> None:
         self.inner = FileSource(path, realtime=realtime, block_ms=block_ms)
         self.name = self.inner.name
+        self.live = realtime
 
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
         offset = 0

@@ -67,7 +67,7 @@ def transcribe_inputs(
             transcriber,
             sentiment,
             [JsonLinesSink(sys.stdout)],
-            cfg.pipeline.model_copy(update={"max_backlog": 1000, "overflow": "drop_newest"}),
+            cfg.pipeline,
             cfg.transcribe.guard,
             site=cfg.service.site,
         )

@@ -57,7 +57,9 @@ class DaemonProcess:
             if len(found) >= count:
                 return found
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"bellad exited ({self.proc.returncode}) before {pattern!r}:\n{self.log}")
+                raise AssertionError(
+                    f"bellad exited ({self.proc.returncode}) before {pattern!r}:\n{self.log}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {count} x {pattern!r} in {timeout} s:\n{self.log}")
             time.sleep(0.05)

@@ -43,6 +43,7 @@ class ListSource:
     """Yields prepared audio in 30 ms chunks; can hold back the end until released."""
 
     relative = True
+    live = True
     name = "fake"
 
     def __init__(self, audio: Samples, hold: threading.Event | None = None) -> None:
@@ -239,3 +240,14 @@ def test_a_failing_sink_does_not_stop_the_others(caplog: pytest.LogCaptureFixtur
     assert pipeline.wait(10)
     assert good.texts() == ["utterance 0", "utterance 1"]
     assert "sink broken failed" in caplog.text
+
+
+def test_a_file_that_is_not_live_waits_instead_of_dropping() -> None:
+    sink = ListSink()
+    source = ListSource(speech_pattern(8))
+    source.live = False
+    pipeline = make(source, FakeTranscriber(delay=0.1), sink, max_backlog=1)
+    pipeline.start()
+    assert pipeline.wait(20)
+    assert sink.texts() == [f"utterance {i}" for i in range(8)]
+    assert pipeline.stats().backlog_dropped == 0
