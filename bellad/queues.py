@@ -1,10 +1,10 @@
 """A bounded queue with a stated overflow policy.
 
-A live producer never blocks on a full queue: ``put`` always returns at once. When the queue is full, the policy decides which item is
-dropped (the oldest waiting one, or the new one); drops are counted, and the
-dropped item is returned so the caller can log or account for it. A producer
-that can wait (a file, not a microphone) uses ``put_wait`` instead: backpressure,
-nothing dropped.
+A live producer never blocks on a full queue: ``put`` always returns at once.
+When the queue is full, the policy decides which item is dropped (the oldest
+waiting one, or the new one); drops are counted, and the dropped item is
+returned so the caller can log or account for it. A producer that can wait (a
+file, not a microphone) uses ``put_wait`` instead: backpressure, nothing dropped.
 """
 
 from __future__ import annotations
