@@ -11,7 +11,7 @@ CONFIG ?= config/bellad.toml
 APT_RUN := python3-venv python3-dev gcc pkg-config libportaudio2 portaudio19-dev libsystemd-dev
 # ...and what the tests use for real: a broker, a sound server, a systemd container.
 APT_TEST := $(APT_RUN) mosquitto mosquitto-clients pulseaudio pulseaudio-utils \
-	libasound2-plugins openssl debootstrap systemd-container
+	libasound2-plugins openssl debootstrap systemd-container shellcheck
 
 .PHONY: help run setup setup-dev test lint typecheck unit integration system bench \
 	install uninstall clean
@@ -50,8 +50,9 @@ run: setup
 
 # --- test ---------------------------------------------------------------------
 lint: setup-dev
-	$(BIN)/ruff check bellad tests bench scripts
-	$(BIN)/ruff format --check bellad tests bench scripts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	shellcheck scripts/*.sh
 
 typecheck: setup-dev
 	$(BIN)/mypy
@@ -73,7 +74,7 @@ bench: setup-dev
 
 # --- service ------------------------------------------------------------------
 install:
-	scripts/install.sh --enable --now
+	scripts/install.sh --enable --models --now
 
 uninstall:
 	scripts/uninstall.sh

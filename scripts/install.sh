@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install bellad from this checkout as a systemd service on this machine.
 #
-#   sudo scripts/install.sh [--enable] [--now] [--jetson] [--config FILE] [--skip-apt]
+#   sudo scripts/install.sh [--enable] [--models] [--now] [--jetson] [--config FILE] [--skip-apt]
 #
 # Run it again to upgrade: every step is idempotent, and an existing
 # /etc/bellad/bellad.toml is never overwritten. See docs/systemd.md.
@@ -40,6 +40,9 @@ What it does:
 
 Options:
   --enable         enable bellad.service (start at boot)
+  --models         install the models the config names, as the bellad user, into
+                   /var/lib/bellad/models (bellad models ensure; needs internet
+                   unless they are there already)
   --now            start bellad.service now (restart it if it is running)
   --jetson         also install the Jetson/NVIDIA GPU drop-in
                    (/etc/systemd/system/bellad.service.d/jetson.conf)
@@ -64,6 +67,7 @@ systemd_running() { [[ -d /run/systemd/system ]]; }
 checkout=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 enable=0
 now=0
+models=0
 jetson=0
 skip_apt=0
 config_src="$checkout/config/bellad.toml"
@@ -72,6 +76,7 @@ while (($# > 0)); do
     case "$1" in
     --enable) enable=1 ;;
     --now) now=1 ;;
+    --models) models=1 ;;
     --jetson) jetson=1 ;;
     --skip-apt) skip_apt=1 ;;
     --config)
@@ -177,6 +182,15 @@ install_unit() {
     fi
 }
 
+install_models() {
+    ((models)) || return 0
+    # the unit's StateDirectory=, made now so models can go in before the first start
+    install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" /var/lib/bellad
+    log "installing the models $CONFIG_DIR/bellad.toml names (bellad models ensure)"
+    runuser -u "$SERVICE_USER" -- env STATE_DIRECTORY=/var/lib/bellad HOME=/var/lib/bellad \
+        "$PREFIX/bin/bellad" --config "$CONFIG_DIR/bellad.toml" models ensure
+}
+
 enable_and_start() {
     if ((enable)); then
         log "enabling $UNIT"
@@ -197,5 +211,6 @@ create_user
 install_venv
 install_config
 install_unit
+install_models
 enable_and_start
 log "done"
