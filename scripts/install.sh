@@ -159,7 +159,10 @@ install_config() {
         log "$CONFIG_DIR/bellad.toml: exists, left as it is"
     elif [[ -f "$config_src" ]]; then
         log "installing $CONFIG_DIR/bellad.toml from $config_src"
-        install -m 0640 -o root -g "$SERVICE_USER" "$config_src" "$CONFIG_DIR/bellad.toml"
+        # the service's state lives in /var/lib/bellad (StateDirectory=): say so in
+        # the file, so commands run by hand with this config use it too
+        sed 's|^# state_dir = "/var/lib/bellad"$|state_dir = "/var/lib/bellad"|' "$config_src" |
+            install -m 0640 -o root -g "$SERVICE_USER" /dev/stdin "$CONFIG_DIR/bellad.toml"
     else
         log "warning: $config_src not found: write $CONFIG_DIR/bellad.toml before starting bellad"
     fi
