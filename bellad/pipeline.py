@@ -32,6 +32,7 @@ from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from bellad.audio import AudioSource
 from bellad.config import GuardConfig, PipelineConfig
+from bellad.errors import BelladError
 from bellad.events import Event, Result, Utterance
 from bellad.queues import BoundedQueue
 from bellad.sentiment import SentimentScorer
@@ -87,7 +88,7 @@ class Pipeline:
         self.models = {"whisper": transcriber.name}
         if sentiment is not None:
             self.models["sentiment"] = sentiment.name
-        self.last_audio = time.monotonic()  # when capture last delivered audio
+        self.last_audio = 0.0  # when capture last delivered audio (0: not yet)
         self.busy_since: float | None = None  # when the inference in progress began
         self.source_error: Exception | None = None
         self._next_segmenter: Segmenter | None = None
@@ -183,7 +184,10 @@ class Pipeline:
                     continue
                 was_listening = True
                 self._dispatch(self.segmenter.feed(chunk))
-        except Exception as exc:  # an input that fails mid-stream ends this run, loudly
+        except BelladError as exc:  # a bad input: one line that names it
+            self.source_error = exc
+            log.error("%s", exc)
+        except Exception as exc:  # anything else is a bug: keep the traceback
             self.source_error = exc
             log.exception("audio source %s failed: %s", self.source.name, exc)
         finally:

@@ -250,7 +250,7 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
-            if not self._ready and pipeline.last_audio > self.started_mono:
+            if not self._ready and pipeline.last_audio > 0:  # warm, and audio flows
                 self._ready = True
                 log.info("ready: listening on %s", pipeline.source.name)
                 self.notifier.ready(self.status_line())

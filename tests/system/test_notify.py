@@ -122,3 +122,17 @@ def test_reload_applies_a_change_and_keeps_the_old_config_when_invalid(
         daemon.signal(signal.SIGHUP)
         daemon.wait_log("changed: restart bellad to apply")
         assert daemon.stop() == 0
+
+
+def test_no_ready_until_the_microphone_delivers_audio(
+    pulse: PulseServer, notify: NotifySocket, make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    pulse.feeder.pause()  # the device exists but sends nothing yet
+    with start(mic_config(make_config), tmp_path, pulse, notify) as daemon:
+        daemon.wait_log("capturing from microphone 'pulse'", timeout=60)
+        time.sleep(2.0)
+        assert notify.having("READY") == []
+        assert notify.having("WATCHDOG") == []
+        pulse.feeder.resume()
+        notify.wait_for("READY", "1", timeout=30)
+        assert daemon.stop() == 0
