@@ -110,7 +110,7 @@ class MqttLink:
         self._client: Any = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._acked: deque[int] = deque()
+        self._acked: deque[tuple[int, str]] = deque()  # (mid, refusal reason or "")
         self._connack: tuple[bool, str] | None = None
         self._thread = threading.Thread(target=self._run, name="bellad-mqtt", daemon=True)
 
@@ -258,7 +258,7 @@ class MqttLink:
         self._wake.set()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        self._acked.append(mid)
+        self._acked.append((mid, str(reason) if reason.is_failure else ""))
         self._wake.set()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
@@ -295,9 +295,15 @@ class MqttLink:
         while self.connected.is_set() and not self._stop.is_set():
             self._wake.clear()
             while self._acked:
-                seq = in_flight.pop(self._acked.popleft(), None)
-                if seq is not None:
-                    self.outbox.ack(seq)
+                mid, refused = self._acked.popleft()
+                seq = in_flight.pop(mid, None)
+                if seq is None:
+                    continue
+                if refused:  # MQTT 5: the broker will never take it (an ACL): do not retry forever
+                    log.error(
+                        "MQTT: the broker refused message %d: %s (check its ACL)", seq, refused
+                    )
+                self.outbox.ack(seq)
             if len(in_flight) < IN_FLIGHT:
                 last_sent = self._send(client, in_flight, last_sent)
             for tick in self.on_tick:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from tests.support.broker import Mosquitto
 from tests.support.daemon import DaemonProcess
-from tests.support.mqtt_clients import Message, Subscriber, publish
+from tests.support.mqtt_clients import Message, MQTTv5, Subscriber, publish
 from tests.support.speech import cards, join_clips, write_wav
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
@@ -173,3 +174,27 @@ def test_listening_set_rejects_nonsense(
         daemon.wait_log(r"listening/set: ignored payload b'sometimes' \(expected ON or OFF\)")
         assert json.loads(sub.messages[-1].payload)["listening"] is True
         assert daemon.stop() == 0
+
+
+def test_mqtt5_delivers_and_reports_a_publish_the_acl_refuses(
+    mosquitto_factory: Callable[..., Mosquitto],
+    make_config: Callable[..., Path],
+    speech_wav: Path,
+    tmp_path: Path,
+) -> None:
+    allowed = ["availability", "speech", "state", "stats", "listening/set"]
+    acl = "\n".join(f"topic readwrite {BASE}/{t}" for t in allowed) + "\ntopic read #\n"
+    broker = mosquitto_factory(acl=acl)
+    sub = Subscriber(broker.endpoint(), [f"{BASE}/#"], protocol=MQTTv5).start()
+    cfg = mqtt_config(broker, speech_wav)
+    cfg["mqtt"] |= {"protocol": "5", "hermes": {"enabled": False}}
+    try:
+        with DaemonProcess(make_config(cfg), tmp_path) as daemon:
+            daemon.start()
+            assert daemon.wait(120) == 0, daemon.log
+        assert next(m.text for m in sub.messages if m.topic.endswith("/availability")) == "online"
+        assert not [m for m in sub.messages if m.topic.endswith("/transcript")]
+        refusals = re.findall(r"the broker refused message \d+: (.*) \(check its ACL\)", daemon.log)
+        assert len(refusals) == 3 and set(refusals) == {"Not authorized"}
+    finally:
+        sub.close()
