@@ -1,0 +1,63 @@
+"""Model provisioning: pull, import, verify and resolve the models bellad runs.
+
+The package is being split by concern; until then :mod:`bellad.modelstore.store`
+holds everything and this module re-exports its public names.
+"""
+
+from bellad.modelstore.store import (
+    CATALOG,
+    DEFAULT_MODEL,
+    KINDS,
+    MANIFEST_NAME,
+    CatalogEntry,
+    Check,
+    FileRecord,
+    InstalledModel,
+    InstallResult,
+    Kind,
+    Manifest,
+    ModelStore,
+    builtin_sentiment_dir,
+    catalog_entry,
+    check_model,
+    default_models_dir,
+    detect_kind,
+    enforce_offline,
+    hash_file,
+    hub_endpoint,
+    human_size,
+    missing_files,
+    prepare_hub_client,
+    record_stamps,
+    resolve_model,
+    unpack,
+)
+
+__all__ = [
+    "CATALOG",
+    "DEFAULT_MODEL",
+    "KINDS",
+    "MANIFEST_NAME",
+    "CatalogEntry",
+    "Check",
+    "FileRecord",
+    "InstallResult",
+    "InstalledModel",
+    "Kind",
+    "Manifest",
+    "ModelStore",
+    "builtin_sentiment_dir",
+    "catalog_entry",
+    "check_model",
+    "default_models_dir",
+    "detect_kind",
+    "enforce_offline",
+    "hash_file",
+    "hub_endpoint",
+    "human_size",
+    "missing_files",
+    "prepare_hub_client",
+    "record_stamps",
+    "resolve_model",
+    "unpack",
+]
