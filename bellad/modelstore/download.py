@@ -24,7 +24,7 @@ from bellad import __version__
 from bellad.errors import ModelError
 from bellad.modelstore.catalog import CatalogEntry
 from bellad.modelstore.files import hash_file, human_size
-from bellad.modelstore.layout import LAYOUT
+from bellad.modelstore.layout import lacking
 from bellad.modelstore.manifest import FileRecord
 
 if TYPE_CHECKING:
@@ -70,15 +70,10 @@ class Downloads:
             for s in info.siblings or []
             if any(fnmatch.fnmatchcase(s.rfilename, pattern) for pattern in entry.files)
         ]
-        names = {f.local for f in remote}
-        lacking = [
-            " or ".join(globs)
-            for globs in LAYOUT[entry.kind]
-            if not any(fnmatch.filter(names, g) for g in globs)
-        ]
-        if lacking:
+        missing = lacking(entry.kind, (f.local for f in remote))
+        if missing:
             raise ModelError(
-                f"{entry.repo_id}@{info.sha[:7]} lacks {', '.join(lacking)}: "
+                f"{entry.repo_id}@{info.sha[:7]} lacks {', '.join(missing)}: "
                 f"it cannot be installed as {entry.kind} model {entry.name!r}"
             )
         return info.sha, remote

@@ -9,7 +9,6 @@ conversion of one's own) is recognised by its files and gets a new manifest.
 
 from __future__ import annotations
 
-import fnmatch
 import tarfile
 import zipfile
 from dataclasses import replace
@@ -18,13 +17,13 @@ from pathlib import Path
 from bellad.errors import ModelError
 from bellad.modelstore.files import safe_relpath
 from bellad.modelstore.layout import (
-    LAYOUT,
     NAME,
     SENTIMENT_EXTRAS,
     WHISPER_FILES,
     Kind,
     detect_kind,
     find_onnx,
+    lacking,
 )
 from bellad.modelstore.manifest import MANIFEST_NAME, FileRecord, Manifest, installed_now
 
@@ -104,13 +103,9 @@ def import_plan(
             f"nor an ONNX sentiment model (model.onnx)"
         )
     files = _bare_files(kind, root)
-    lacking = [
-        " or ".join(globs)
-        for globs in LAYOUT[kind]
-        if not any(fnmatch.filter([local for _, local in files], g) for g in globs)
-    ]
-    if lacking:
-        raise ModelError(f"cannot import {source}: a {kind} model needs {', '.join(lacking)}")
+    missing = lacking(kind, (local for _, local in files))
+    if missing:
+        raise ModelError(f"cannot import {source}: a {kind} model needs {', '.join(missing)}")
     manifest = Manifest(
         name=name or _name_from(source),
         kind=kind,

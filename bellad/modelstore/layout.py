@@ -9,6 +9,7 @@ names are folder names in the models dir, so they are kept to a safe alphabet.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +19,7 @@ KINDS: tuple[Kind, ...] = ("whisper", "sentiment")
 #: what a model may be called (a folder name in the models dir)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
-# Each requirement is satisfied by any one of its globs (relative to the model folder).
+# Each requirement is met by any one of its files (paths in the model folder).
 LAYOUT: dict[Kind, tuple[tuple[str, ...], ...]] = {
     "whisper": (
         ("model.bin",),
@@ -40,13 +41,15 @@ WHISPER_FILES = (
 SENTIMENT_EXTRAS = ("tokenizer.json", "config.json", "tokenizer_config.json")
 
 
+def lacking(kind: Kind, paths: Iterable[str]) -> list[str]:
+    """The files a ``kind`` model needs that ``paths`` lack (``a or b`` for alternatives)."""
+    present = set(paths)
+    return [" or ".join(files) for files in LAYOUT[kind] if present.isdisjoint(files)]
+
+
 def missing_files(kind: Kind, folder: Path) -> list[str]:
     """The files a ``kind`` model needs that ``folder`` lacks (``a or b`` for alternatives)."""
-    return [
-        " or ".join(globs)
-        for globs in LAYOUT[kind]
-        if not any(p.is_file() for g in globs for p in folder.glob(g))
-    ]
+    return lacking(kind, [f for files in LAYOUT[kind] for f in files if (folder / f).is_file()])
 
 
 def detect_kind(folder: Path) -> Kind | None:
