@@ -79,7 +79,7 @@ def import_plan(
     if (root / MANIFEST_NAME).exists():
         try:
             recorded = Manifest.read(root)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             raise ModelError(
                 f"cannot import {source}: its manifest is unreadable ({exc})"
             ) from None

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bellad import __version__
 from bellad.modelstore.catalog import CATALOG
@@ -72,8 +73,18 @@ class Manifest:
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
-        """The manifest in ``folder``; :class:`ValueError` or :class:`OSError` if unusable."""
+        """The manifest in ``folder``; :class:`ValueError` or :class:`OSError` if unusable.
+
+        :class:`FileNotFoundError` (an :class:`OSError`) says there is none.
+        """
         data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+        try:
+            return cls._from_json(data)
+        except (KeyError, TypeError, AttributeError) as exc:  # a field missing or mistyped
+            raise ValueError(str(exc)) from exc
+
+    @classmethod
+    def _from_json(cls, data: Any) -> Manifest:
         if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"not a {MANIFEST_FORMAT} manifest")
         if data.get("kind") not in KINDS:

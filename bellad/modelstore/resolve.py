@@ -89,7 +89,7 @@ def _checked(folder: Path, kind: Kind, where: str, fallback_fix: str) -> Path:
         manifest = Manifest.read(folder)
     except FileNotFoundError:
         raise ModelError(f"{where} has no {MANIFEST_NAME}: run  {fallback_fix}") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ModelError(
             f"{where} has an unreadable manifest ({exc}): run  {fallback_fix}"
         ) from None

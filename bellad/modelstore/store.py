@@ -114,7 +114,7 @@ class ModelStore:
             manifest = Manifest.read(path)
         except FileNotFoundError:
             return InstalledModel(path.name, path, None, None, f"no {MANIFEST_NAME}")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             return InstalledModel(path.name, path, None, None, f"unreadable manifest: {exc}")
         return InstalledModel(path.name, path, manifest, check_model(path, manifest, full=full))
 

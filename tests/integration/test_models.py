@@ -299,6 +299,19 @@ def test_resolve_model_reports_a_missing_model_in_one_line(
     )
 
 
+def test_a_malformed_manifest_is_reported_not_raised(hub: FakeHub, models_dir: Path) -> None:
+    ok(cli(hub, models_dir, "pull", "tiny.en"))
+    manifest = models_dir / "tiny.en" / MANIFEST_NAME
+    data = json.loads(manifest.read_text())
+    data["source"] = ["not", "a", "table"]
+    manifest.chmod(0o644)
+    manifest.write_text(json.dumps(data))
+
+    assert "unreadable manifest" in ok(cli(hub, models_dir, "list"))
+    with pytest.raises(ModelError, match="has an unreadable manifest"):
+        resolve_model("tiny.en", "whisper", models_dir)
+
+
 def test_start_up_rehashes_only_the_files_that_changed(hub: FakeHub, models_dir: Path) -> None:
     ok(cli(hub, models_dir, "pull", "tiny.en"))
     folder = models_dir / "tiny.en"
