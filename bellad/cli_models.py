@@ -174,9 +174,10 @@ def verify(obj: ModelsContext, name: str | None) -> None:
         return
     failed = []
     for m in found:
-        if m.manifest is not None and m.check is not None and m.check.ok:
+        intact = m.intact
+        if intact is not None and m.check is not None:
             click.echo(
-                f"{m.name}: ok ({len(m.manifest.files)} files, {human_size(m.manifest.size)}, "
+                f"{m.name}: ok ({len(intact.files)} files, {human_size(intact.size)}, "
                 f"{m.check.seconds:.2f} s)"
             )
             continue

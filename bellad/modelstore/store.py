@@ -49,6 +49,11 @@ class InstalledModel:
     error: str | None = None
 
     @property
+    def intact(self) -> Manifest | None:
+        """The manifest, if every file matched it; else None."""
+        return self.manifest if self.check is not None and self.check.ok else None
+
+    @property
     def status(self) -> str:
         if self.error is not None:
             return self.error
@@ -170,8 +175,8 @@ class ModelStore:
         if not target.is_dir():
             return None
         found = self._inspect(target, full=False)
-        manifest = found.manifest
-        if manifest is None or found.check is None or not found.check.ok:
+        manifest = found.intact
+        if manifest is None:
             log.warning("model %s is %s: downloading it again", target.name, found.status)
             return None
         if manifest.source.get("type") == "hub" and manifest.source.get("repo") != entry.repo_id:
@@ -221,13 +226,13 @@ class ModelStore:
 
     def _same_as_installed(self, target: Path, incoming: Manifest) -> Manifest | None:
         """The installed manifest if it is intact and lists exactly ``incoming``'s files."""
-        found = self._inspect(target, full=False)
-        if found.manifest is None or found.check is None or not found.check.ok:
+        installed = self._inspect(target, full=False).intact
+        if installed is None or installed.files != incoming.files:
             return None
-        if not all(f.sha256 for f in incoming.files) or found.manifest.files != incoming.files:
+        if not all(f.sha256 for f in incoming.files):
             return None
         log.info("model %s is already installed with the same files", target.name)
-        return found.manifest
+        return installed
 
     # -- remove --------------------------------------------------------------
 
