@@ -24,6 +24,7 @@ from bellad import __version__
 from bellad.errors import ModelError
 from bellad.modelstore.catalog import CatalogEntry
 from bellad.modelstore.files import hash_file, human_size
+from bellad.modelstore.hubclient import hub_errors
 from bellad.modelstore.layout import lacking
 from bellad.modelstore.manifest import FileRecord
 
@@ -43,9 +44,18 @@ class RemoteFile:
     sha256: str | None  # LFS files
     blob_id: str | None  # plain git files
 
+    @property
+    def key(self) -> str:
+        """What the download cache calls this file: the hub's checksum of it."""
+        return self.sha256 or self.blob_id or "?"
+
 
 class Downloads:
-    """Fetches files from the hub at ``endpoint`` into ``cache_dir``, each checked."""
+    """Fetches files from the hub at ``endpoint`` into ``cache_dir``, each checked.
+
+    What the hub client raises becomes a one-line :class:`ModelError` (see
+    :func:`~bellad.modelstore.hubclient.hub_errors`).
+    """
 
     def __init__(self, endpoint: str, cache_dir: Path) -> None:
         self.endpoint = endpoint
@@ -56,7 +66,8 @@ class Downloads:
         from huggingface_hub import HfApi
 
         api = HfApi(endpoint=self.endpoint, library_name="bellad", library_version=__version__)
-        info = api.model_info(entry.repo_id, revision=revision, files_metadata=True)
+        with hub_errors(entry.name, self.endpoint):
+            info = api.model_info(entry.repo_id, revision=revision, files_metadata=True)
         if not info.sha:
             raise ModelError(f"the hub at {self.endpoint} gave no commit for {entry.repo_id}")
         remote = [
@@ -78,41 +89,45 @@ class Downloads:
             )
         return info.sha, remote
 
-    def check_space(self, name: str, remote: Sequence[RemoteFile], models_dir: Path) -> None:
-        """Fail unless ``models_dir`` has room for what is still to download."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        needed = 0
-        for f in remote:
-            have = [self.cache_dir / (f.sha256 or f.blob_id or "?"), self._partial(f)]
-            done = sum(p.stat().st_size for p in have if p.is_file())
-            needed += max((f.size or 0) - done, 0)
-        free = shutil.disk_usage(models_dir).free
+    def check_space(self, entry: CatalogEntry, remote: Sequence[RemoteFile], where: Path) -> None:
+        """Fail unless ``where`` has room for what is still to download."""
+        with hub_errors(entry.name, self.endpoint):
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            needed = 0
+            for f in remote:
+                done = sum(p.stat().st_size for p in self._cached(f.key) if p.is_file())
+                needed += max((f.size or 0) - done, 0)
+            free = shutil.disk_usage(where).free
         if needed > free:
             raise ModelError(
-                f"not enough space in {models_dir} for model {name!r}: it needs "
+                f"not enough space in {where} for model {entry.name!r}: it needs "
                 f"{human_size(needed)} more and {human_size(free)} is free: free some space "
                 f"or choose another models dir"
             )
 
-    def _partial(self, f: RemoteFile) -> Path:
-        return self.cache_dir / f"{f.sha256 or f.blob_id or '?'}.part"
+    def _cached(self, key: str) -> tuple[Path, Path]:
+        """The finished download called ``key`` in the cache, and its partial file."""
+        return self.cache_dir / key, self.cache_dir / f"{key}.part"
 
-    def fetch(self, name: str, repo_id: str, commit: str, f: RemoteFile) -> tuple[Path, FileRecord]:
+    def fetch(self, entry: CatalogEntry, commit: str, f: RemoteFile) -> tuple[Path, FileRecord]:
         """Download one file into the cache (resuming a partial one) and check it."""
+        with hub_errors(entry.name, self.endpoint, f.repo_path):
+            return self._fetch(entry, commit, f)
+
+    def _fetch(self, entry: CatalogEntry, commit: str, f: RemoteFile) -> tuple[Path, FileRecord]:
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-        url = hf_hub_url(repo_id, f.repo_path, revision=commit, endpoint=self.endpoint)
+        url = hf_hub_url(entry.repo_id, f.repo_path, revision=commit, endpoint=self.endpoint)
         meta = get_hf_file_metadata(
             url, endpoint=self.endpoint, library_name="bellad", library_version=__version__
         )
         algo, expected = _hub_checksum(f, meta)
-        blob = self.cache_dir / expected
+        blob, part = self._cached(expected)
         if blob.is_file():  # downloaded by a pull that did not finish installing
-            sha256 = _verify_download(blob, algo, expected, f.repo_path, name)
+            sha256 = _verify_download(blob, algo, expected, f.repo_path, entry.name)
         else:
-            part = self.cache_dir / f"{expected}.part"
             self._download(url, meta, part, f)
-            sha256 = _verify_download(part, algo, expected, f.repo_path, name)
+            sha256 = _verify_download(part, algo, expected, f.repo_path, entry.name)
             part.replace(blob)
         return blob, FileRecord(f.local, blob.stat().st_size, sha256)
 

@@ -20,7 +20,7 @@ from bellad.errors import ModelError
 from bellad.modelstore import install
 from bellad.modelstore.catalog import CATALOG, CatalogEntry, catalog_entry
 from bellad.modelstore.download import Downloads
-from bellad.modelstore.hubclient import hub_endpoint, hub_errors, prepare_hub_client
+from bellad.modelstore.hubclient import hub_endpoint, prepare_hub_client
 from bellad.modelstore.importing import import_plan, model_root, unpack
 from bellad.modelstore.layout import NAME, Kind
 from bellad.modelstore.manifest import MANIFEST_NAME, Manifest, installed_now
@@ -142,15 +142,11 @@ class ModelStore:
             if kept is not None and revision in (None, kept.source.get("revision")):
                 return InstallResult(kept, target, changed=False)
             hub = Downloads(self.endpoint, self.cache_dir)
-            with hub_errors(name, self.endpoint):
-                commit, remote = hub.remote_files(entry, revision or "main")
-                if kept is not None and kept.source.get("revision") == commit:
-                    return InstallResult(kept, target, changed=False)
-                hub.check_space(name, remote, self.models_dir)
-            fetched = []
-            for f in remote:
-                with hub_errors(name, self.endpoint, f.repo_path):
-                    fetched.append(hub.fetch(name, entry.repo_id, commit, f))
+            commit, remote = hub.remote_files(entry, revision or "main")
+            if kept is not None and kept.source.get("revision") == commit:
+                return InstallResult(kept, target, changed=False)
+            hub.check_space(entry, remote, self.models_dir)
+            fetched = [hub.fetch(entry, commit, f) for f in remote]
             manifest = Manifest(
                 name=name,
                 kind=entry.kind,
