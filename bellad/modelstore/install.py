@@ -27,6 +27,14 @@ from bellad.modelstore.manifest import MANIFEST_NAME, FileRecord, Manifest
 
 log = logging.getLogger(__name__)
 
+# What the dot-folders of a command under way hold; _tidy clears them all.
+STAGING, REPLACED, REMOVED = "staging", "replaced", "removed"
+
+
+def scratch(models_dir: Path, state: str, name: str) -> Path:
+    """A fresh ``.<state>-<name>-<random>`` path in the models dir, for :func:`_tidy` to find."""
+    return models_dir / f".{state}-{name}-{secrets.token_hex(4)}"
+
 
 def install(
     models_dir: Path,
@@ -38,7 +46,7 @@ def install(
     on_staged: Callable[[Path], None] | None = None,
 ) -> Manifest:
     """Stage ``files`` (source, local name), verify them, write the manifest, rename."""
-    stage = models_dir / f".staging-{manifest.name}-{secrets.token_hex(4)}"
+    stage = scratch(models_dir, STAGING, manifest.name)
     stage.mkdir(mode=0o755)
     try:
         linked = set()
@@ -72,7 +80,7 @@ def _commit(models_dir: Path, stage: Path, name: str) -> None:
     target = models_dir / name
     old = None
     if target.exists():
-        old = models_dir / f".replaced-{name}-{secrets.token_hex(4)}"
+        old = scratch(models_dir, REPLACED, name)
         target.rename(old)
     stage.rename(target)
     fsync_dir(models_dir)
@@ -82,7 +90,7 @@ def _commit(models_dir: Path, stage: Path, name: str) -> None:
 
 def remove(models_dir: Path, name: str) -> None:
     """Delete an installed model: one rename makes it vanish, then the files go."""
-    doomed = models_dir / f".removed-{name}-{secrets.token_hex(4)}"
+    doomed = scratch(models_dir, REMOVED, name)
     (models_dir / name).rename(doomed)
     fsync_dir(models_dir)
     shutil.rmtree(doomed)
@@ -118,13 +126,13 @@ def _tidy(models_dir: Path) -> None:
     A model set aside by a replace that died before the new one was
     renamed in (``.replaced-*``) is put back.
     """
-    for path in models_dir.glob(".replaced-*"):
-        name = path.name.removeprefix(".replaced-").rsplit("-", 1)[0]
+    for path in models_dir.glob(f".{REPLACED}-*"):
+        name = path.name.removeprefix(f".{REPLACED}-").rsplit("-", 1)[0]
         if NAME.fullmatch(name) and not (models_dir / name).exists():
             log.info("restoring model %s, set aside by an interrupted replace", name)
             path.rename(models_dir / name)
-    for pattern in (".staging-*", ".removed-*", ".replaced-*"):
-        for path in models_dir.glob(pattern):
+    for state in (STAGING, REMOVED, REPLACED):
+        for path in models_dir.glob(f".{state}-*"):
             log.info("removing %s, left by an interrupted command", path.name)
             shutil.rmtree(path, ignore_errors=True)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,7 +197,7 @@ class ModelStore:
         if not source.exists():
             raise ModelError(f"cannot import {source}: no such file or folder")
         with install.locked(self.models_dir):
-            unpack_dir = self.models_dir / f".staging-unpack-{secrets.token_hex(4)}"
+            unpack_dir = install.scratch(self.models_dir, install.STAGING, "unpack")
             try:
                 root = source
                 if source.is_file():
