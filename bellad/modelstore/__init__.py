@@ -17,13 +17,15 @@ One module per concern:
 * :mod:`~bellad.modelstore.importing`: models from folders and archives;
 * :mod:`~bellad.modelstore.install`: atomic installs and removals under a lock;
 * :mod:`~bellad.modelstore.store`: :class:`ModelStore`, the models dir and its commands;
-* :mod:`~bellad.modelstore.resolve`: :func:`resolve_model`, what the daemon calls at start.
+* :mod:`~bellad.modelstore.resolve`: :func:`resolve_model`, what the daemon calls at start;
+* :mod:`~bellad.modelstore.ensure`: the models a config names, pulled if missing.
 
 Nothing here imports ``huggingface_hub`` at module level, so the daemon can
 call :func:`enforce_offline` before anything loads it.
 """
 
 from bellad.modelstore.catalog import CATALOG, DEFAULT_MODEL, CatalogEntry, catalog_entry
+from bellad.modelstore.ensure import Ensured, Wanted, ensure_model, wanted_models
 from bellad.modelstore.files import hash_file, human_size
 from bellad.modelstore.hubclient import enforce_offline, hub_endpoint, prepare_hub_client
 from bellad.modelstore.importing import unpack
@@ -40,18 +42,21 @@ __all__ = [
     "MANIFEST_NAME",
     "CatalogEntry",
     "Check",
+    "Ensured",
     "FileRecord",
     "InstallResult",
     "InstalledModel",
     "Kind",
     "Manifest",
     "ModelStore",
+    "Wanted",
     "builtin_sentiment_dir",
     "catalog_entry",
     "check_model",
     "default_models_dir",
     "detect_kind",
     "enforce_offline",
+    "ensure_model",
     "hash_file",
     "hub_endpoint",
     "human_size",
@@ -60,4 +65,5 @@ __all__ = [
     "record_stamps",
     "resolve_model",
     "unpack",
+    "wanted_models",
 ]

@@ -20,6 +20,14 @@ log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
+class FetchError(ModelError):
+    """The hub cannot be reached or has no such repository; ``reason`` says why in a few words."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def hub_endpoint(explicit: str | None = None) -> str:
     """The hub to pull from: ``explicit``, else ``$HF_ENDPOINT`` now, else the public hub."""
     return (explicit or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
@@ -75,14 +83,16 @@ def hub_errors(name: str, endpoint: str, path: str | None = None) -> Iterator[No
     try:
         yield
     except OfflineModeIsEnabled:
-        raise ModelError(
+        raise FetchError(
             f"cannot pull {name!r}: the hub client is in offline mode (HF_HUB_OFFLINE): "
-            f"unset HF_HUB_OFFLINE, or copy the model over and run  bellad models import PATH"
+            f"unset HF_HUB_OFFLINE, or copy the model over and run  bellad models import PATH",
+            "HF_HUB_OFFLINE is set",
         ) from None
     except RepositoryNotFoundError:
         repo = CATALOG[name].repo_id
-        raise ModelError(
-            f"the hub at {endpoint} has no repository {repo} for model {name!r}: check HF_ENDPOINT"
+        raise FetchError(
+            f"the hub at {endpoint} has no repository {repo} for model {name!r}: check HF_ENDPOINT",
+            f"no repository {repo} there",
         ) from None
     except RevisionNotFoundError:
         raise ModelError(
@@ -90,9 +100,11 @@ def hub_errors(name: str, endpoint: str, path: str | None = None) -> Iterator[No
         ) from None
     except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
         what = f"{path} of model {name!r}" if path else f"model {name!r}"
-        raise ModelError(
-            f"downloading {what} from {endpoint} failed ({_reason(exc)}): run  "
-            f"bellad models pull {name}  again, it resumes where it stopped"
+        reason = _reason(exc)
+        raise FetchError(
+            f"downloading {what} from {endpoint} failed ({reason}): run  "
+            f"bellad models pull {name}  again, it resumes where it stopped",
+            reason,
         ) from exc
 
 

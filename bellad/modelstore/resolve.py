@@ -27,6 +27,11 @@ def builtin_sentiment_dir() -> Path:
     return Path(str(ref))
 
 
+def names_a_folder(spec: str) -> bool:
+    """Whether a model spec of the config is a path to a folder rather than a name."""
+    return "/" in spec or spec.startswith((".", "~"))
+
+
 def resolve_model(spec: str, kind: Kind, models_dir: Path) -> Path:
     """The folder of the ``kind`` model named by ``spec``, checked.
 
@@ -36,7 +41,7 @@ def resolve_model(spec: str, kind: Kind, models_dir: Path) -> Path:
     """
     if spec == "builtin":
         return _resolve_builtin(kind)
-    if "/" in spec or spec.startswith((".", "~")):
+    if names_a_folder(spec):
         return _resolve_path(Path(spec).expanduser(), kind)
     if not NAME.fullmatch(spec):
         raise ModelError(f"{kind} model {spec!r} is neither a model name nor a path")

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -22,12 +23,14 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from huggingface_hub import constants as hub_constants
 
+from bellad.cli import AppContext
 from bellad.cli_models import models
 from bellad.config import SentimentConfig
 from bellad.errors import ModelError
@@ -583,6 +586,131 @@ def test_rm_removes_a_model(hub: FakeHub, models_dir: Path) -> None:
     line = one_line_error(cli(hub, models_dir, "rm", "tiny.en"))
     assert "'tiny.en' is not installed" in line
     assert "not a valid model name" in one_line_error(cli(hub, models_dir, "rm", "../etc"))
+
+
+# -- ensure ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def named(make_config: Callable[..., Path], models_dir: Path) -> Callable[..., Path]:
+    """A config naming models by name (tiny.en and distilbert-sst2 unless told otherwise)."""
+
+    def write(whisper: str = "tiny.en", sentiment: str = "distilbert-sst2", **extra: Any) -> Path:
+        return make_config(
+            {
+                "transcribe": {"model": whisper},
+                "sentiment": {"model": sentiment, **extra},
+                "models": {"dir": str(models_dir)},
+            }
+        )
+
+    return write
+
+
+def ensure(endpoint: str | None, config: Path) -> Result:
+    """``bellad --config CONFIG models ensure``, in this process."""
+    env = {"HF_ENDPOINT": endpoint} if endpoint is not None else {}
+    app = AppContext(config, "info")
+    return CliRunner().invoke(models, ["ensure", "-q"], obj=app, env=env)
+
+
+@pytest.fixture
+def dead_endpoint() -> str:
+    """The address of a hub that is not there (nothing listens on the port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_ensure_pulls_what_the_config_names_and_then_needs_no_network(
+    hub: FakeHub, models_dir: Path, named: Callable[..., Path], repos: dict[str, Path]
+) -> None:
+    # As make run calls it: the real command line, in its own process.
+    command = [sys.executable, "-m", "bellad", "--config", str(named()), "models", "ensure"]
+    env = {**os.environ, "HF_ENDPOINT": hub.url}
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert f"tiny.en: installed (whisper, {whisper_size(repos)}" in first.stdout
+    assert "distilbert-sst2: installed (sentiment" in first.stdout
+    ok(cli(None, models_dir, "verify"))
+
+    hub.clear_log()
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        f"tiny.en: already installed (whisper, transcribe.model) in {models_dir / 'tiny.en'}",
+        f"distilbert-sst2: already installed (sentiment, sentiment.model) in "
+        f"{models_dir / 'distilbert-sst2'}",
+    ]
+    assert hub.requests == []
+
+
+def test_ensure_leaves_builtin_folders_and_disabled_sentiment_alone(
+    hub: FakeHub, models_dir: Path, named: Callable[..., Path], test_models: TestModels
+) -> None:
+    folder = str(test_models.whisper)
+    assert ok(ensure(hub.url, named(folder, "builtin"))).splitlines() == [
+        f"{folder}: a folder, nothing to pull (transcribe.model)",
+        "builtin: built into bellad, nothing to pull (sentiment.model)",
+    ]
+    out = ok(ensure(hub.url, named(folder, "distilbert-sst2", enabled=False)))
+    assert "distilbert-sst2" not in out
+    assert hub.requests == [] and not models_dir.exists()
+
+
+def test_ensure_pulls_a_damaged_model_again(
+    hub: FakeHub, models_dir: Path, named: Callable[..., Path]
+) -> None:
+    ok(cli(hub, models_dir, "pull", "tiny.en"))
+    flip_byte(models_dir / "tiny.en" / "model.bin", 1_000_000)
+
+    assert "tiny.en: installed (whisper" in ok(ensure(hub.url, named(sentiment="builtin")))
+    assert len(hub.downloads("model.bin")) == 2
+    ok(cli(None, models_dir, "verify", "tiny.en"))
+
+
+def test_ensure_without_a_network_says_how_to_import_and_that_works(
+    hub: FakeHub, models_dir: Path, named: Callable[..., Path], dead_endpoint: str, tmp_path: Path
+) -> None:
+    config = named(sentiment="builtin")
+    line = one_line_error(ensure(dead_endpoint, config))
+    assert line.startswith(
+        f"bellad: error: cannot fetch whisper model 'tiny.en' (transcribe.model) from "
+        f"{dead_endpoint} ("
+    )
+    assert line.endswith(
+        "on a device with no internet, run  bellad models pull tiny.en  on a machine that has "
+        "internet, copy the tiny.en folder over and run  bellad models import PATH --name tiny.en"
+    )
+    assert not (models_dir / "tiny.en").exists()
+
+    # Done as it says: pulled elsewhere, copied over, imported; ensure is then content offline.
+    ok(cli(hub, tmp_path / "online", "pull", "tiny.en"))
+    usb = tmp_path / "usb" / "tiny.en"
+    shutil.copytree(tmp_path / "online" / "tiny.en", usb)
+    ok(cli(None, models_dir, "import", str(usb), "--name", "tiny.en"))
+    assert "tiny.en: already installed" in ok(ensure(dead_endpoint, config))
+
+
+def test_ensure_of_names_the_catalog_cannot_provide(
+    hub: FakeHub, models_dir: Path, named: Callable[..., Path], test_models: TestModels
+) -> None:
+    line = one_line_error(ensure(hub.url, named("office", "builtin")))
+    assert line == (
+        f"bellad: error: whisper model 'office' is not installed in {models_dir}: "
+        f"run  bellad models import PATH --name office"
+    )
+    ok(cli(None, models_dir, "import", str(test_models.whisper), "--name", "office"))
+    assert "office: already installed" in ok(ensure(hub.url, named("office", "builtin")))
+
+    line = one_line_error(ensure(hub.url, named("distilbert-sst2", "builtin")))
+    assert "transcribe.model names 'distilbert-sst2', which is a sentiment model" in line
+    assert hub.requests == []
+
+
+def test_ensure_needs_the_config(models_dir: Path) -> None:
+    result = CliRunner().invoke(models, ["--models-dir", str(models_dir), "ensure"])
+    assert result.exit_code == 2 and "bellad --config FILE models" in result.output
 
 
 # -- resolution ----------------------------------------------------------------------
