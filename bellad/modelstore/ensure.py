@@ -49,7 +49,7 @@ class Ensured:
 
     wanted: Wanted
     path: Path | None  # None: builtin or a folder path, not looked at
-    pulled: InstallResult | None = None  # None: nothing was downloaded
+    pulled: InstallResult | None = None  # None: nothing was installed
 
 
 def wanted_models(cfg: Config) -> list[Wanted]:
@@ -81,7 +81,8 @@ def ensure_model(store: ModelStore, want: Wanted) -> Ensured:
         result = store.pull(want.spec)
     except FetchError as exc:
         raise ModelError(_cannot_fetch(want, store.endpoint, exc.reason, replacing)) from None
-    return Ensured(want, resolve_model(want.spec, want.kind, store.models_dir), result)
+    path = resolve_model(want.spec, want.kind, store.models_dir)
+    return Ensured(want, path, result if result.changed else None)
 
 
 def _cannot_fetch(want: Wanted, endpoint: str, reason: str, replacing: bool) -> str:
