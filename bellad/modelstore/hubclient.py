@@ -101,11 +101,13 @@ def hub_errors(name: str, endpoint: str, path: str | None = None) -> Iterator[No
     except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
         what = f"{path} of model {name!r}" if path else f"model {name!r}"
         reason = _reason(exc)
-        raise FetchError(
+        message = (
             f"downloading {what} from {endpoint} failed ({reason}): run  "
-            f"bellad models pull {name}  again, it resumes where it stopped",
-            reason,
-        ) from exc
+            f"bellad models pull {name}  again, it resumes where it stopped"
+        )
+        if isinstance(exc, httpx2.HTTPError | ConnectionError | TimeoutError):
+            raise FetchError(message, reason) from exc
+        raise ModelError(message) from exc  # here, not the network: a full disk, say
 
 
 def _reason(exc: BaseException) -> str:

@@ -692,6 +692,16 @@ def test_ensure_without_a_network_says_how_to_import_and_that_works(
     assert "tiny.en: already installed" in ok(ensure(dead_endpoint, config))
 
 
+def test_ensure_does_not_blame_the_network_for_a_local_failure(
+    hub: FakeHub, models_dir: Path, named: Callable[..., Path]
+) -> None:
+    models_dir.mkdir()
+    (models_dir / ".cache").write_text("")  # where the downloads go is not a folder
+    line = one_line_error(ensure(hub.url, named(sentiment="builtin")))
+    assert "Not a directory" in line and "tiny.en" in line
+    assert "cannot fetch" not in line and "no internet" not in line
+
+
 def test_ensure_of_names_the_catalog_cannot_provide(
     hub: FakeHub, models_dir: Path, named: Callable[..., Path], test_models: TestModels
 ) -> None:
