@@ -1,9 +1,10 @@
-"""``bellad models``: pull, list, verify, import and remove models.
+"""``bellad models``: pull, list, verify, import and remove models; ensure the config's.
 
 The main CLI attaches the :func:`models` group with ``main.add_command(models)``.
 The models dir comes from ``--models-dir``, else ``$BELLAD_MODELS_DIR``, else
 the main CLI's context object (``ctx.obj.models_dir``, from the config's
 ``[models] dir``), else :func:`bellad.modelstore.default_models_dir`.
+``ensure`` reads the config through the same object (``ctx.obj.config()``).
 """
 
 from __future__ import annotations
@@ -18,16 +19,20 @@ from typing import Any
 
 import click
 
+from bellad.config import Config
 from bellad.errors import BelladError, ModelError
 from bellad.modelstore import (
     CATALOG,
     KINDS,
+    Ensured,
     InstalledModel,
     Kind,
     ModelStore,
     default_models_dir,
+    ensure_model,
     human_size,
     prepare_hub_client,
+    wanted_models,
 )
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,14 @@ class ModelsContext:
 
     def store(self, endpoint: str | None = None) -> ModelStore:
         return ModelStore(self.models_dir, endpoint=endpoint)
+
+    def config(self) -> Config:
+        """The main CLI's validated config."""
+        load = getattr(self.parent, "config", None)
+        if load is None:
+            raise click.UsageError("this reads the config: run  bellad --config FILE models ...")
+        config: Config = load()
+        return config
 
 
 class ModelsGroup(click.Group):
@@ -110,6 +123,40 @@ def pull(
             click.echo(
                 f"{name}: {verb} ({m.kind}, {human_size(m.size)}, {m.origin}) in {result.path}"
             )
+
+
+@models.command()
+@click.option(
+    "--endpoint",
+    envvar="HF_ENDPOINT",
+    default=None,
+    help="Hub or mirror to download from [env: HF_ENDPOINT; default: https://huggingface.co].",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.pass_obj
+def ensure(obj: ModelsContext, endpoint: str | None, quiet: bool) -> None:
+    """Pull the models the config names that are not installed; no network if all are.
+
+    Checks transcribe.model, and sentiment.model while sentiment is enabled, as
+    the daemon does at start. 'builtin' and folder paths are left alone.
+    """
+    wanted = wanted_models(obj.config())
+    store = obj.store(endpoint)
+    prepare_hub_client(store.endpoint)  # before anything loads the hub client
+    with _progress_bars(enabled=not quiet):
+        for want in wanted:
+            click.echo(_ensured(ensure_model(store, want)))
+
+
+def _ensured(done: Ensured) -> str:
+    want = done.wanted
+    if done.pulled is not None:
+        m = done.pulled.manifest
+        return f"{want.spec}: installed ({m.kind}, {human_size(m.size)}, {m.origin}) in {done.path}"
+    if done.path is None:
+        what = "built into bellad" if want.spec == "builtin" else "a folder"
+        return f"{want.spec}: {what}, nothing to pull ({want.key})"
+    return f"{want.spec}: already installed ({want.kind}, {want.key}) in {done.path}"
 
 
 @models.command("list")
@@ -174,9 +221,10 @@ def verify(obj: ModelsContext, name: str | None) -> None:
         return
     failed = []
     for m in found:
-        if m.manifest is not None and m.check is not None and m.check.ok:
+        intact = m.intact
+        if intact is not None and m.check is not None:
             click.echo(
-                f"{m.name}: ok ({len(m.manifest.files)} files, {human_size(m.manifest.size)}, "
+                f"{m.name}: ok ({len(intact.files)} files, {human_size(intact.size)}, "
                 f"{m.check.seconds:.2f} s)"
             )
             continue

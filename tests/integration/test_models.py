@@ -1,19 +1,20 @@
 """``bellad models`` end to end: the real CLI and hub client against a local fake hub.
 
 No test touches the internet: :class:`tests.support.hub.FakeHub` serves the
-repositories. Until ``bellad.testmodels`` lands, the repositories hold
-stand-in files with the right names (random bytes, not loadable models);
-model.bin is larger than one download chunk of the hub client, so that an
-interrupted download leaves a partial file to resume.
+repositories, laid out like the real ones and holding real models: the
+generated test models of :mod:`bellad.testmodels` (a Whisper tiny model with
+random weights, a small ONNX sentiment classifier). model.bin is larger than
+one download chunk of the hub client, so that an interrupted download leaves a
+partial file to resume.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -22,12 +23,16 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from huggingface_hub import constants as hub_constants
 
+from bellad.cli import AppContext
 from bellad.cli_models import models
+from bellad.config import SentimentConfig
 from bellad.errors import ModelError
 from bellad.modelstore import (
     CATALOG,
@@ -36,58 +41,38 @@ from bellad.modelstore import (
     ModelStore,
     check_model,
     enforce_offline,
+    human_size,
     resolve_model,
 )
-from tests.support.hub import Corrupt, Cut, Fail, FakeHub, Stall
+from bellad.sentiment import OnnxSentiment
+from bellad.testmodels import TestModels
+from tests.support.hub import (
+    SENTIMENT_REPO,
+    WHISPER_REPO,
+    Corrupt,
+    Cut,
+    Fail,
+    FakeHub,
+    Stall,
+    catalog_repos,
+)
 
-WHISPER_REPO = "Systran/faster-whisper-tiny.en"
-SENTIMENT_REPO = "Xenova/distilbert-base-uncased-finetuned-sst-2-english"
 CHUNK = hub_constants.DOWNLOAD_CHUNK_SIZE  # what http_get writes at a time
 MiB = 1 << 20
 WHISPER_FILES = {"model.bin", "config.json", "preprocessor_config.json", "tokenizer.json",
                  "vocabulary.json"}  # fmt: skip
 
 
-# -- stand-in models (to be replaced by bellad.testmodels) ---------------------
-
-
-def standin_whisper(folder: Path) -> Path:
-    """The files of a CTranslate2 Whisper folder, with random content."""
-    rng = random.Random(1)
-    folder.mkdir(parents=True)
-    (folder / "model.bin").write_bytes(rng.randbytes(CHUNK + 2 * MiB))
-    (folder / "config.json").write_text(json.dumps({"suppress_ids": [1, 2]}))
-    (folder / "preprocessor_config.json").write_text(json.dumps({"feature_size": 80}))
-    (folder / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"a": 0}}}))
-    (folder / "vocabulary.json").write_text(json.dumps(["a", "b"]))
-    return folder
-
-
-def standin_sentiment_repo(folder: Path) -> Path:
-    """The layout of the Xenova DistilBERT SST-2 repository: ONNX variants under onnx/."""
-    rng = random.Random(2)
-    (folder / "onnx").mkdir(parents=True)
-    (folder / "onnx" / "model_quantized.onnx").write_bytes(rng.randbytes(300_000))
-    (folder / "onnx" / "model.onnx").write_bytes(rng.randbytes(1_200_000))
-    (folder / "onnx" / "model_fp16.onnx").write_bytes(rng.randbytes(600_000))
-    (folder / "config.json").write_text(
-        json.dumps({"id2label": {"0": "NEGATIVE", "1": "POSITIVE"}})
-    )
-    (folder / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordPiece"}}))
-    (folder / "tokenizer_config.json").write_text("{}")
-    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n")
-    return folder
-
-
 @pytest.fixture(scope="session")
-def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def repos(tmp_path_factory: pytest.TempPathFactory, test_models: TestModels) -> dict[str, Path]:
+    """The catalog's tiny.en and distilbert-sst2 repositories, holding the generated models."""
     root = tmp_path_factory.mktemp("repos")
-    whisper = standin_whisper(root / "whisper")
-    (whisper / "README.md").write_text("a model card\n")
-    return {
-        WHISPER_REPO: whisper,
-        SENTIMENT_REPO: standin_sentiment_repo(root / "sentiment"),
-    }
+    return catalog_repos(root, test_models.whisper, test_models.sentiment)
+
+
+def whisper_size(repos: dict[str, Path]) -> str:
+    """The size of the tiny.en model bellad installs, as the CLI prints it."""
+    return human_size(sum((repos[WHISPER_REPO] / name).stat().st_size for name in WHISPER_FILES))
 
 
 @pytest.fixture
@@ -179,6 +164,15 @@ def test_pull_installs_a_verified_model_with_its_manifest(
     assert "tiny.en: ok (5 files" in ok(cli(hub, models_dir, "verify", "tiny.en"))
     assert resolve_model("tiny.en", "whisper", models_dir) == folder
 
+    # The folder is a whole model: faster-whisper loads it and decodes with it, offline.
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(folder), device="cpu", compute_type="int8", local_files_only=True)
+    assert not model.model.is_multilingual
+    segments, info = model.transcribe(np.zeros(16_000, np.float32), language="en", beam_size=1)
+    list(segments)
+    assert info.duration == 1.0
+
 
 def test_pull_of_the_sentiment_model_takes_the_quantized_onnx(
     hub: FakeHub, models_dir: Path, repos: dict[str, Path]
@@ -201,6 +195,10 @@ def test_pull_of_the_sentiment_model_takes_the_quantized_onnx(
     }
     assert fetched == {"onnx/model_quantized.onnx", "tokenizer.json", "config.json"}
     assert resolve_model("distilbert-sst2", "sentiment", models_dir) == folder
+
+    scorer = OnnxSentiment(SentimentConfig(model="distilbert-sst2"), folder)
+    assert scorer.labels == ["NEGATIVE", "POSITIVE"]
+    assert -1 <= scorer.score("a wonderful, moving film").valence <= 1
 
 
 def test_pull_of_an_intact_model_needs_no_network(hub: FakeHub, models_dir: Path) -> None:
@@ -297,6 +295,19 @@ def test_resolve_model_reports_a_missing_model_in_one_line(
     assert str(err.value) == (
         f"{kind} model '{spec}' is not installed in {models_dir}: run  bellad models pull {spec}"
     )
+
+
+def test_a_malformed_manifest_is_reported_not_raised(hub: FakeHub, models_dir: Path) -> None:
+    ok(cli(hub, models_dir, "pull", "tiny.en"))
+    manifest = models_dir / "tiny.en" / MANIFEST_NAME
+    data = json.loads(manifest.read_text())
+    data["source"] = ["not", "a", "table"]
+    manifest.chmod(0o644)
+    manifest.write_text(json.dumps(data))
+
+    assert "unreadable manifest" in ok(cli(hub, models_dir, "list"))
+    with pytest.raises(ModelError, match="has an unreadable manifest"):
+        resolve_model("tiny.en", "whisper", models_dir)
 
 
 def test_start_up_rehashes_only_the_files_that_changed(hub: FakeHub, models_dir: Path) -> None:
@@ -437,14 +448,17 @@ def test_a_byte_damaged_in_transit_is_refused(hub: FakeHub, models_dir: Path) ->
 # -- import ------------------------------------------------------------------------
 
 
-def test_import_of_a_folder_installed_by_bellad(hub: FakeHub, tmp_path: Path) -> None:
+def test_import_of_a_folder_installed_by_bellad(
+    hub: FakeHub, tmp_path: Path, repos: dict[str, Path]
+) -> None:
     ok(cli(hub, tmp_path / "online", "pull", "tiny.en"))
     usb = tmp_path / "usb" / "tiny.en"
     shutil.copytree(tmp_path / "online" / "tiny.en", usb)
 
     device = tmp_path / "device"
     out = ok(cli(None, device, "import", str(usb)))
-    assert f"tiny.en: imported (whisper, 5 files, 12.6 MB, {WHISPER_REPO}@" in out
+    size = whisper_size(repos)
+    assert f"tiny.en: imported (whisper, 5 files, {size}, {WHISPER_REPO}@" in out
     original = Manifest.read(tmp_path / "online" / "tiny.en")
     imported = Manifest.read(device / "tiny.en")
     assert (imported.files, imported.source) == (original.files, original.source)
@@ -482,8 +496,11 @@ def _archive(folder: Path, dest: Path, fmt: str) -> Path:
 
 
 @pytest.mark.parametrize("fmt", ["tar.gz", "tar", "zip"])
-def test_import_of_an_archive_of_a_bare_whisper_folder(tmp_path: Path, fmt: str) -> None:
-    bare = standin_whisper(tmp_path / "converted")
+def test_import_of_an_archive_of_a_bare_whisper_folder(
+    tmp_path: Path, fmt: str, test_models: TestModels
+) -> None:
+    bare = tmp_path / "converted"
+    shutil.copytree(test_models.whisper, bare)
     (bare / "notes.txt").write_text("not a model file\n")
     archive = _archive(bare, tmp_path / "whisper-office", fmt)
 
@@ -501,8 +518,9 @@ def test_import_of_an_archive_of_a_bare_whisper_folder(tmp_path: Path, fmt: str)
     assert (models_dir / "whisper-office" / "model.bin").is_file()
 
 
-def test_import_recognises_a_bare_sentiment_folder(tmp_path: Path) -> None:
-    bare = standin_sentiment_repo(tmp_path / "sst2")
+def test_import_recognises_a_bare_sentiment_folder(tmp_path: Path, repos: dict[str, Path]) -> None:
+    bare = tmp_path / "sst2"
+    shutil.copytree(repos[SENTIMENT_REPO], bare)  # the ONNX export's layout
     models_dir = tmp_path / "models"
 
     out = ok(cli(None, models_dir, "import", str(bare)))
@@ -532,7 +550,9 @@ def test_import_refuses_an_archive_that_escapes_its_folder(tmp_path: Path) -> No
 # -- list, rm ----------------------------------------------------------------------
 
 
-def test_list_shows_installed_models(hub: FakeHub, models_dir: Path) -> None:
+def test_list_shows_installed_models(
+    hub: FakeHub, models_dir: Path, repos: dict[str, Path]
+) -> None:
     assert f"no models installed in {models_dir}" in ok(cli(hub, models_dir, "list"))
     ok(cli(hub, models_dir, "pull", "tiny.en", "distilbert-sst2"))
 
@@ -542,8 +562,7 @@ def test_list_shows_installed_models(hub: FakeHub, models_dir: Path) -> None:
     assert lines[2].split() == [
         "tiny.en",
         "whisper",
-        "12.6",
-        "MB",
+        *whisper_size(repos).split(),
         f"{WHISPER_REPO}@{commit}",
         "ok",
     ]
@@ -569,15 +588,152 @@ def test_rm_removes_a_model(hub: FakeHub, models_dir: Path) -> None:
     assert "not a valid model name" in one_line_error(cli(hub, models_dir, "rm", "../etc"))
 
 
+# -- ensure ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def named(make_config: Callable[..., Path], models_dir: Path) -> Callable[..., Path]:
+    """A config naming models by name (tiny.en and distilbert-sst2 unless told otherwise)."""
+
+    def write(whisper: str = "tiny.en", sentiment: str = "distilbert-sst2", **extra: Any) -> Path:
+        return make_config(
+            {
+                "transcribe": {"model": whisper},
+                "sentiment": {"model": sentiment, **extra},
+                "models": {"dir": str(models_dir)},
+            }
+        )
+
+    return write
+
+
+def ensure(endpoint: str | None, config: Path) -> Result:
+    """``bellad --config CONFIG models ensure``, in this process."""
+    env = {"HF_ENDPOINT": endpoint} if endpoint is not None else {}
+    app = AppContext(config, "info")
+    return CliRunner().invoke(models, ["ensure", "-q"], obj=app, env=env)
+
+
+@pytest.fixture
+def dead_endpoint() -> str:
+    """The address of a hub that is not there (nothing listens on the port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_ensure_pulls_what_the_config_names_and_then_needs_no_network(
+    hub: FakeHub, models_dir: Path, named: Callable[..., Path], repos: dict[str, Path]
+) -> None:
+    # As make run calls it: the real command line, in its own process.
+    command = [sys.executable, "-m", "bellad", "--config", str(named()), "models", "ensure"]
+    env = {**os.environ, "HF_ENDPOINT": hub.url}
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert f"tiny.en: installed (whisper, {whisper_size(repos)}" in first.stdout
+    assert "distilbert-sst2: installed (sentiment" in first.stdout
+    ok(cli(None, models_dir, "verify"))
+
+    hub.clear_log()
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        f"tiny.en: already installed (whisper, transcribe.model) in {models_dir / 'tiny.en'}",
+        f"distilbert-sst2: already installed (sentiment, sentiment.model) in "
+        f"{models_dir / 'distilbert-sst2'}",
+    ]
+    assert hub.requests == []
+
+
+def test_ensure_leaves_builtin_folders_and_disabled_sentiment_alone(
+    hub: FakeHub, models_dir: Path, named: Callable[..., Path], test_models: TestModels
+) -> None:
+    folder = str(test_models.whisper)
+    assert ok(ensure(hub.url, named(folder, "builtin"))).splitlines() == [
+        f"{folder}: a folder, nothing to pull (transcribe.model)",
+        "builtin: built into bellad, nothing to pull (sentiment.model)",
+    ]
+    out = ok(ensure(hub.url, named(folder, "distilbert-sst2", enabled=False)))
+    assert "distilbert-sst2" not in out
+    assert hub.requests == [] and not models_dir.exists()
+
+
+def test_ensure_pulls_a_damaged_model_again(
+    hub: FakeHub, models_dir: Path, named: Callable[..., Path]
+) -> None:
+    ok(cli(hub, models_dir, "pull", "tiny.en"))
+    flip_byte(models_dir / "tiny.en" / "model.bin", 1_000_000)
+
+    assert "tiny.en: installed (whisper" in ok(ensure(hub.url, named(sentiment="builtin")))
+    assert len(hub.downloads("model.bin")) == 2
+    ok(cli(None, models_dir, "verify", "tiny.en"))
+
+
+def test_ensure_without_a_network_says_how_to_import_and_that_works(
+    hub: FakeHub, models_dir: Path, named: Callable[..., Path], dead_endpoint: str, tmp_path: Path
+) -> None:
+    config = named(sentiment="builtin")
+    line = one_line_error(ensure(dead_endpoint, config))
+    assert line.startswith(
+        f"bellad: error: cannot fetch whisper model 'tiny.en' (transcribe.model) from "
+        f"{dead_endpoint} ("
+    )
+    assert line.endswith(
+        "on a device with no internet, run  bellad models pull tiny.en  on a machine that has "
+        "internet, copy the tiny.en folder over and run  bellad models import PATH --name tiny.en"
+    )
+    assert not (models_dir / "tiny.en").exists()
+
+    # Done as it says: pulled elsewhere, copied over, imported; ensure is then content offline.
+    ok(cli(hub, tmp_path / "online", "pull", "tiny.en"))
+    usb = tmp_path / "usb" / "tiny.en"
+    shutil.copytree(tmp_path / "online" / "tiny.en", usb)
+    ok(cli(None, models_dir, "import", str(usb), "--name", "tiny.en"))
+    assert "tiny.en: already installed" in ok(ensure(dead_endpoint, config))
+
+
+def test_ensure_does_not_blame_the_network_for_a_local_failure(
+    hub: FakeHub, models_dir: Path, named: Callable[..., Path]
+) -> None:
+    models_dir.mkdir()
+    (models_dir / ".cache").write_text("")  # where the downloads go is not a folder
+    line = one_line_error(ensure(hub.url, named(sentiment="builtin")))
+    assert "Not a directory" in line and "tiny.en" in line
+    assert "cannot fetch" not in line and "no internet" not in line
+
+
+def test_ensure_of_names_the_catalog_cannot_provide(
+    hub: FakeHub, models_dir: Path, named: Callable[..., Path], test_models: TestModels
+) -> None:
+    line = one_line_error(ensure(hub.url, named("office", "builtin")))
+    assert line == (
+        f"bellad: error: whisper model 'office' is not installed in {models_dir}: "
+        f"run  bellad models import PATH --name office"
+    )
+    ok(cli(None, models_dir, "import", str(test_models.whisper), "--name", "office"))
+    assert "office: already installed" in ok(ensure(hub.url, named("office", "builtin")))
+
+    line = one_line_error(ensure(hub.url, named("distilbert-sst2", "builtin")))
+    assert "transcribe.model names 'distilbert-sst2', which is a sentiment model" in line
+    assert hub.requests == []
+
+
+def test_ensure_needs_the_config(models_dir: Path) -> None:
+    result = CliRunner().invoke(models, ["--models-dir", str(models_dir), "ensure"])
+    assert result.exit_code == 2 and "bellad --config FILE models" in result.output
+
+
 # -- resolution ----------------------------------------------------------------------
 
 
-def test_resolve_model_by_path(hub: FakeHub, models_dir: Path, tmp_path: Path) -> None:
+def test_resolve_model_by_path(
+    hub: FakeHub, models_dir: Path, tmp_path: Path, test_models: TestModels
+) -> None:
     ok(cli(hub, models_dir, "pull", "tiny.en"))
     assert (
         resolve_model(str(models_dir / "tiny.en"), "whisper", models_dir) == models_dir / "tiny.en"
     )
-    bare = standin_whisper(tmp_path / "bare")  # no manifest: accepted, unchecked
+    bare = test_models.whisper  # no manifest: accepted, unchecked
     assert resolve_model(str(bare), "whisper", models_dir) == bare
 
     with pytest.raises(ModelError) as err:

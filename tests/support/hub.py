@@ -18,6 +18,10 @@ are LFS. LFS files are served directly rather than through a CDN redirect.
 Every request is recorded (:attr:`FakeHub.requests`) and faults can be queued
 per file: cut the connection after some bytes, stall until released, answer
 with an error status, or flip a byte of what is sent.
+
+:func:`catalog_repos` lays out, from model folders (the generated test models),
+the two repositories of bellad's catalog that the tests pull: the Whisper
+``tiny.en`` conversion and the DistilBERT SST-2 ONNX export.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import hashlib
 import http.server
 import json
 import re
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -38,10 +43,25 @@ from urllib.parse import parse_qs, unquote, urlsplit
 LFS_SUFFIXES = (".bin", ".onnx")
 _CHUNK = 256 * 1024
 
+WHISPER_REPO = "Systran/faster-whisper-tiny.en"
+SENTIMENT_REPO = "Xenova/distilbert-base-uncased-finetuned-sst-2-english"
+
 
 def git_blob_sha1(data: bytes) -> str:
     """The id git gives a blob with this content."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _hashes(path: Path) -> tuple[int, str, str]:
+    """``(size, sha256, git blob sha1)`` of a file, read in pieces."""
+    size = path.stat().st_size
+    sha256 = hashlib.sha256()
+    sha1 = hashlib.sha1(b"blob %d\0" % size)
+    with path.open("rb") as fh:
+        while piece := fh.read(1 << 20):
+            sha256.update(piece)
+            sha1.update(piece)
+    return size, sha256.hexdigest(), sha1.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -175,16 +195,9 @@ class FakeHub:
         """Serve every file under ``folder`` as ``repo_id`` at one commit."""
         files = {}
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            data = path.read_bytes()
             rel = path.relative_to(folder).as_posix()
-            files[rel] = HubFile(
-                path=rel,
-                source=path,
-                size=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
-                git_sha1=git_blob_sha1(data),
-                lfs=rel.endswith(LFS_SUFFIXES),
-            )
+            size, sha256, git_sha1 = _hashes(path)
+            files[rel] = HubFile(rel, path, size, sha256, git_sha1, lfs=rel.endswith(LFS_SUFFIXES))
         commit = hashlib.sha1(
             repo_id.encode() + b"".join(f.sha256.encode() for f in files.values())
         )
@@ -481,3 +494,39 @@ def _read_chunks(source: Path, start: int, stop: int) -> Iterator[tuple[int, byt
                 return
             yield offset, chunk
             offset += len(chunk)
+
+
+# -- the catalog's repositories, from model folders ---------------------------------
+
+
+def catalog_repos(root: Path, whisper: Path, sentiment: Path) -> dict[str, Path]:
+    """Folders under ``root`` laid out like the hub repositories of tiny.en and distilbert-sst2.
+
+    ``whisper`` is a CTranslate2 Whisper folder, served with a model card as
+    the Systran conversion is. ``sentiment`` is an ONNX classifier folder,
+    served as the Xenova export is: the float model as ``onnx/model.onnx``, its
+    dynamic int8 quantization as ``onnx/model_quantized.onnx`` (what bellad
+    takes), with the tokenizer files beside them.
+    """
+    whisper_repo = root / "whisper"
+    shutil.copytree(whisper, whisper_repo)
+    (whisper_repo / "README.md").write_text("a model card\n")
+    return {WHISPER_REPO: whisper_repo, SENTIMENT_REPO: _onnx_export(sentiment, root / "sentiment")}
+
+
+def _onnx_export(model: Path, repo: Path) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    (repo / "onnx").mkdir(parents=True)
+    shutil.copyfile(model / "model.onnx", repo / "onnx" / "model.onnx")
+    quantize_dynamic(
+        repo / "onnx" / "model.onnx",
+        repo / "onnx" / "model_quantized.onnx",
+        weight_type=QuantType.QInt8,
+    )
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copyfile(model / name, repo / name)
+    vocab = json.loads((model / "tokenizer.json").read_text())["model"]["vocab"]
+    (repo / "vocab.txt").write_text("".join(f"{t}\n" for t in sorted(vocab, key=vocab.get)))
+    (repo / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    return repo
