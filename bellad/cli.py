@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from bellad import __version__
-from bellad.config import Config, default_config_path, load_config
+from bellad.config import SYSTEM_CONFIG, Config, default_config_path, load_config
 from bellad.errors import AudioError, BelladError
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,15 @@ class BelladGroup(click.Group):
         try:
             return super().invoke(ctx)
         except BelladError as exc:
-            click.echo(f"bellad: error: {exc}", err=True)
+            click.echo(f"bellad: error: {with_config(str(exc), ctx.obj)}", err=True)
             ctx.exit(exc.exit_code)
+
+
+def with_config(message: str, app: AppContext | None) -> str:
+    """Fix commands in a message name the config file when it is not the default one."""
+    if app is None or app.explicit_config is None or app.explicit_config == SYSTEM_CONFIG:
+        return message
+    return message.replace("  bellad models ", f"  bellad --config {app.explicit_config} models ")
 
 
 def setup_logging(level: str) -> None:

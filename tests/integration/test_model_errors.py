@@ -100,10 +100,17 @@ def refused_start(config: Path, hub: FakeHub) -> str:
 
 
 def run_the_fix(line: str, config: Path, hub: FakeHub) -> None:
-    """Run the command that ``line`` names (after ``run``), with the daemon's config."""
+    """Run exactly the command that ``line`` names (after ``run``): it names the config."""
     command = shlex.split(line.split(": run  ", 1)[1])
-    assert command[:2] == ["bellad", "models"], line
-    proc = bellad(config, hub, *command[1:])
+    assert command[:4] == ["bellad", "--config", str(config), "models"], line
+    proc = subprocess.run(
+        [sys.executable, "-m", *command],
+        env={**os.environ, "HF_ENDPOINT": hub.url},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -123,7 +130,7 @@ def test_a_missing_model_stops_the_start_with_the_pull_that_fixes_it(
     line = refused_start(config, hub)
     assert line == (
         f"bellad: error: {kind} model {name!r} is not installed in {models_dir}: "
-        f"run  bellad models pull {name}"
+        f"run  bellad --config {config} models pull {name}"
     )
     run_the_fix(line, config, hub)
     starts(config, hub, kind)
@@ -143,7 +150,8 @@ def test_a_damaged_model_stops_the_start_with_the_import_that_fixes_it(
     line = refused_start(config, hub)
     assert line == (
         f"bellad: error: {kind} model {name!r} in {models_dir} is damaged ({damaged} does not "
-        f"match its sha256): run  bellad models import {source} --name {name} --force"
+        f"match its sha256): run  bellad --config {config} models import {source} --name {name} "
+        "--force"
     )
     run_the_fix(line, config, hub)
     starts(config, hub, kind)
