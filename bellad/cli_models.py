@@ -19,8 +19,9 @@ from typing import Any
 
 import click
 
+from bellad.cliutil import BelladGroup
 from bellad.config import Config
-from bellad.errors import BelladError, ModelError
+from bellad.errors import ModelError
 from bellad.modelstore import (
     CATALOG,
     KINDS,
@@ -64,18 +65,7 @@ class ModelsContext:
         return config
 
 
-class ModelsGroup(click.Group):
-    """Prints a :class:`BelladError` as one line (``bellad: error: ...``), exits with its code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except BelladError as exc:
-            click.echo(f"bellad: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-
-
-@click.group(cls=ModelsGroup)
+@click.group(cls=BelladGroup)
 @click.option(
     "--models-dir",
     type=click.Path(path_type=Path, file_okay=False),
