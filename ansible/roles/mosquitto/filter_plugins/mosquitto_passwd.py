@@ -33,9 +33,8 @@ def hash_password(password: str) -> str:
     """A new ``$7$`` hash of ``password`` with a random salt."""
     salt = secrets.token_bytes(SALT_BYTES)
     digest = _pbkdf2(password, salt, ITERATIONS)
-    return "$7${}${}${}".format(
-        ITERATIONS, base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
-    )
+    salt64, digest64 = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    return f"$7${ITERATIONS}${salt64}${digest64}"
 
 
 def matches(hashed: str, password: str) -> bool:
