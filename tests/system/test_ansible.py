@@ -14,7 +14,8 @@ changed variable restarts bellad.
 
 The device has no sound card: bellad plays a generated WAV in a loop, in real
 time. The models are the generated test models, pushed from the controller
-and imported (``bellad models import``).
+and imported (``bellad models import``); one more is pulled on the device
+(``bellad models pull``) from a stand-in for the model hub on the host.
 
 Needs root, the Debian packages debootstrap and systemd-container, the Python
 packages ansible-core, ansible-lint and ansible (for the collections
@@ -45,6 +46,7 @@ import numpy as np
 import pytest
 
 from tests.support.container import Container, base_image, cache_dir, pip_paths
+from tests.support.hub import FakeHub
 
 pytestmark = pytest.mark.system
 
@@ -281,10 +283,13 @@ def write_inventory(path: Path, connection: Mapping[str, Any], home: Home) -> No
                         "bellad_whisper_model": "whisper-test",
                         "bellad_sentiment_model": "sentiment-test",
                         "bellad_threads": 2,
+                        # pushed from the controller and imported, or pulled on the device
                         "bellad_models": [
                             {"name": "whisper-test", "src": str(home.models.whisper)},
                             {"name": "sentiment-test", "src": str(home.models.sentiment)},
+                            {"name": "tiny.en"},
                         ],
+                        "bellad_models_hub_endpoint": home.hub.url,
                         # random weights decode garbage: keep it short
                         "bellad_config_extra": {"transcribe": {"max_new_tokens": 24}},
                     },
@@ -302,6 +307,7 @@ class Home:
     dir: Path
     port: int
     models: Any
+    hub: FakeHub
     env: dict[str, str] = field(default_factory=dict)
     container: Container | None = None
     runs: dict[str, Run] = field(default_factory=dict)
@@ -420,7 +426,10 @@ def home(tmp_path_factory: pytest.TempPathFactory, test_models: Any) -> Iterator
     started = time.monotonic()
     image = base_image()
     folder = tmp_path_factory.mktemp("home")
-    result = Home(folder, free_port(), test_models, env=ansible_env(folder))
+    # the model hub, on the host's network, which the container shares: serves tiny.en
+    hub = FakeHub().start()
+    hub.add_repo("Systran/faster-whisper-tiny.en", test_models.whisper)
+    result = Home(folder, free_port(), test_models, hub, env=ansible_env(folder))
     result.inventory_dir.mkdir()
     write_wav(folder / "speech.wav")
     result.timings["image"] = time.monotonic() - started
@@ -461,6 +470,7 @@ def home(tmp_path_factory: pytest.TempPathFactory, test_models: Any) -> Iterator
         yield result
     finally:
         container.close()
+        hub.stop()
         print(f"\nrollout timings: {format_timings(result)}")
 
 
@@ -565,6 +575,7 @@ def test_first_run_prepares_the_root_through_a_chroot(home: Home) -> None:
         "bellad : Create the system user bellad",
         "bellad : Install bellad into its virtual environment, at version " + pyproject_version(),
         "bellad : Import the model with bellad models import: whisper-test",
+        "bellad : Pull the models that come from the model hub",
     ):
         assert task in changed, (task, changed)
     # not booted: enabled for the next boot, neither started nor checked
@@ -641,6 +652,7 @@ def test_config_password_and_ca_are_in_place(booted: Home) -> None:
     assert {(m["name"], m["status"]) for m in models} == {
         ("whisper-test", "ok"),
         ("sentiment-test", "ok"),
+        ("tiny.en", "ok"),
     }
 
 
@@ -674,9 +686,11 @@ def test_the_acl_keeps_the_room_under_its_own_topics(booted: Home) -> None:
         topics = [topic for topic, _, _ in got]
         assert f"bellad/{SITE}/acl-probe" in topics
         assert not [t for t in topics if OTHER_SITE in t]
-        # the room reads only its commands: not even its own availability
-        room.subscribe("#")
-        assert not [t for t, _, _ in room.received(1.0) if not t.endswith("/listening/set")]
+        # the room reads only its commands: not its own retained availability, nor others'
+        for topic in ("#", f"bellad/{SITE}/availability", f"bellad/{SITE}/listening/set"):
+            room.subscribe(topic)
+        assert ha.publish(f"bellad/{SITE}/listening/set", b"ON") == 0
+        assert {topic for topic, _, _ in room.received(1.5)} == {f"bellad/{SITE}/listening/set"}
 
 
 def test_a_command_from_home_assistant_reaches_the_room(booted: Home) -> None:
