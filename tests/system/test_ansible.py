@@ -203,7 +203,9 @@ def chroot_wrapper(root: Path) -> list[str]:
     the host (its cache, and the files PIP_* settings name, such as a CA
     bundle) bound at the same paths. The mounts vanish with the command.
     """
-    binds = [(cache_dir() / "pip", "/root/.cache/pip")]
+    pip_cache = cache_dir() / "pip"
+    pip_cache.mkdir(exist_ok=True)
+    binds = [(pip_cache, "/root/.cache/pip")]
     binds += [(path, str(path)) for path in pip_paths()]
     script = ["set -e", "root=$1; shift", 'mount -t proc proc "$root/proc"']
     for host, inside in binds:
