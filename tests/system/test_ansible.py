@@ -216,7 +216,8 @@ def chroot_wrapper(root: Path) -> list[str]:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.touch(exist_ok=True)
         script.append(f'mount --bind {shlex.quote(str(host))} "$root"{shlex.quote(inside)}')
-    script.append('exec "$@"')
+    # the chroot gets this environment: pip's cache at the bound folder, not under XDG_CACHE_HOME
+    script.append('export PIP_CACHE_DIR=/root/.cache/pip; exec "$@"')
     return [
         "unshare",
         "--mount",
