@@ -430,7 +430,7 @@ def home(tmp_path_factory: pytest.TempPathFactory, test_models: Any) -> Iterator
     image = base_image()
     folder = tmp_path_factory.mktemp("home")
     # the model hub, on the host's network, which the container shares: serves tiny.en
-    hub = FakeHub().start()
+    hub = FakeHub()
     hub.add_repo("Systran/faster-whisper-tiny.en", test_models.whisper)
     result = Home(folder, free_port(), test_models, hub, env=ansible_env(folder))
     result.inventory_dir.mkdir()
@@ -439,6 +439,7 @@ def home(tmp_path_factory: pytest.TempPathFactory, test_models: Any) -> Iterator
     container = Container(image)
     result.container = container
     try:
+        hub.start()
         root = container.prepare()
         inventory = result.inventory_dir / "chroot.yml"
         write_inventory(
