@@ -271,13 +271,24 @@ class Container:
     ) -> None:
         self.close()
 
-    def start(self, timeout: float = 90) -> None:
-        """Make a fresh root, boot it and wait until its systemd has started up."""
+    def prepare(self) -> Path:
+        """Make the fresh root without booting it, and return it (host path).
+
+        For work on the root before the first boot, e.g. through a chroot;
+        :meth:`start` then boots this root. :meth:`close` removes it either way.
+        """
         require_root()
+        if self.root is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"{self.machine}-"))
+            self.root = self._workdir / "root"
+            self._make_root()
+        return self.root
+
+    def start(self, timeout: float = 90) -> None:
+        """Make a fresh root (unless :meth:`prepare` made it), boot it, wait for its systemd."""
         started = time.monotonic()
-        self._workdir = Path(tempfile.mkdtemp(prefix=f"{self.machine}-"))
-        self.root = self._workdir / "root"
-        self._make_root()
+        self.prepare()
+        assert self._workdir is not None
         pip_cache = cache_dir() / "pip"
         pip_cache.mkdir(exist_ok=True)
         args = [
@@ -363,6 +374,13 @@ class Container:
                 f"systemd-nspawn exited with {self._nspawn.returncode} while {doing}\n"
                 f"{self.console_log()}"
             )
+
+    @property
+    def leader(self) -> int:
+        """The host pid of the container's systemd, e.g. for ``nsenter --target``."""
+        if self._leader is None:
+            raise ContainerError("the container is not running")
+        return self._leader
 
     def console_log(self) -> str:
         """What the container printed on its console (systemd-nspawn's output)."""
