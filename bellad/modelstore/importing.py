@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bellad.errors import ModelError
-from bellad.modelstore.files import safe_relpath
+from bellad.modelstore.files import hash_file, safe_relpath
 from bellad.modelstore.layout import (
     NAME,
     SENTIMENT_EXTRAS,
@@ -109,7 +109,10 @@ def import_plan(
     manifest = Manifest(
         name=name or _name_from(source),
         kind=kind,
-        files=tuple(FileRecord(local, 0, "") for _, local in files),
+        # hashed here, so that importing the same folder again is seen to change nothing
+        files=tuple(
+            FileRecord(local, path.stat().st_size, hash_file(path)[0]) for path, local in files
+        ),
         source={"type": "import", "origin": origin},
         installed=installed_now("import", origin),
     )

@@ -222,7 +222,7 @@ class ModelStore:
     def _same_as_installed(self, target: Path, incoming: Manifest) -> Manifest | None:
         """The installed manifest if it is intact and lists exactly ``incoming``'s files."""
         installed = self._inspect(target, full=False).intact
-        if installed is None or installed.files != incoming.files:
+        if installed is None or set(installed.files) != set(incoming.files):
             return None
         if not all(f.sha256 for f in incoming.files):
             return None
