@@ -10,8 +10,10 @@ non-zero, without a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import tomllib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import click
 
 from bellad import __version__
 from bellad.cliutil import AppContext, BelladGroup
-from bellad.config import load_config
+from bellad.config import SYSTEM_CONFIG, default_state_dir, load_config
 from bellad.errors import AudioError, BelladError
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,37 @@ def devices(as_json: bool) -> None:
     for d in found:
         mark = "  (default)" if d.is_default else ""
         click.echo(f"{d.index:>5}  {d.default_rate:>6}  {d.channels:>2}  {d.name}{mark}")
+
+
+@main.command()
+@click.argument("pid", type=int)
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait.")
+@click.pass_obj
+def reload(app: AppContext, pid: int, timeout: float) -> None:
+    """Make the running daemon PID re-read its config and wait until it has.
+
+    systemd's ExecReload. Exits 1 when the daemon refused the new file (it goes on
+    with the config it was running); the message says why.
+    """
+    from bellad.reload import ReloadRecord
+
+    ok, message = ReloadRecord(reload_state_dir(app) / "reload.json").request(pid, timeout)
+    click.echo(f"reload: {message}", err=not ok)
+    sys.exit(0 if ok else 1)
+
+
+def reload_state_dir(app: AppContext) -> Path:
+    """The daemon's state directory, even when the new config file is broken."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return default_state_dir()
+    try:
+        return app.config().service.state_dir
+    except BelladError:
+        pass
+    try:  # the new file is invalid: its state_dir may still be readable
+        return Path(tomllib.loads(app.config_path.read_text())["service"]["state_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default_state_dir(system=app.config_path == SYSTEM_CONFIG)
 
 
 @main.command("check-config")

@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     Strict,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -160,10 +161,17 @@ def default_site() -> str:
     return name or "bellad"
 
 
-def default_state_dir() -> Path:
-    """``$STATE_DIRECTORY`` under systemd, else the XDG state folder."""
+SYSTEM_STATE = Path("/var/lib/bellad")
+
+
+def default_state_dir(system: bool = False) -> Path:
+    """``$STATE_DIRECTORY`` under systemd; the service's ``/var/lib/bellad`` for the
+    system config (so commands run by hand find the service's models); else the XDG
+    state folder."""
     if os.environ.get("STATE_DIRECTORY"):
         return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    if system:
+        return SYSTEM_STATE
     xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(xdg) / "bellad"
 
@@ -188,6 +196,17 @@ class ServiceConfig(Section):
     site: Str = Field(default_factory=default_site, description="site id of this device")
     room: Str = Field("", max_length=64, description="human-readable room name")
     state_dir: Path = Field(default_factory=default_state_dir)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _system_state(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and "state_dir" not in data and info.context:
+            return {
+                **data,
+                "state_dir": default_state_dir(system=info.context.get("system", False)),
+            }
+        return data
+
     shutdown_timeout_s: Float = Field(20.0, gt=0, le=600)
     inference_timeout_s: Float = Field(120.0, gt=0, le=3600)
 
@@ -439,6 +458,14 @@ class Config(Section):
     """The whole configuration file."""
 
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _service_section(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and "service" not in data and info.context:
+            return {**data, "service": {}}  # so its defaults see the validation context
+        return data
+
     audio: AudioConfig = AudioConfig()
     vad: VadConfig = VadConfig()
     transcribe: TranscribeConfig = TranscribeConfig()
@@ -470,13 +497,13 @@ def load_config(path: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
-    return parse_config(data, source=str(path))
+    return parse_config(data, source=str(path), system=path == SYSTEM_CONFIG)
 
 
-def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate already-parsed TOML data."""
+def parse_config(data: dict[str, Any], source: str = "<config>", system: bool = False) -> Config:
+    """Validate already-parsed TOML data; ``system``: it is the service's config file."""
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"system": system})
     except ValidationError as exc:
         problems = [format_problem(err, data) for err in exc.errors()]
         lines = "\n".join(f"  {p}" for p in problems)

@@ -9,10 +9,16 @@ and is left at its running value (the daemon says which keys).
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bellad.config import Config
+from bellad.errors import BelladError
 
 LIVE_PREFIXES = (
     "service.room",
@@ -83,3 +89,50 @@ def effective(old: Config, new: Config) -> Config:
             node = node[part]
         node[leaf] = new_flat[key]
     return Config.model_validate(data)
+
+
+class ReloadRecord:
+    """How the last reload went, kept in the state directory for ``bellad reload``.
+
+    systemd 252 (Debian 12) has no ``Type=notify-reload``: ``ExecReload`` would
+    return before the daemon has read its new config. ``bellad reload PID`` sends
+    SIGHUP and waits for this record to move on, so ``systemctl reload`` returns
+    once the change is applied, and fails (saying why) when the file was refused.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+
+    def record(self, ok: bool, message: str) -> None:
+        self.count += 1
+        data = {"pid": os.getpid(), "count": self.count, "ok": ok, "message": message}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data))
+            tmp.replace(self.path)
+        except OSError:
+            pass  # only `bellad reload` reads it: it will time out and say so
+
+    def read(self, pid: int) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {"count": 0}
+        return data if data.get("pid") == pid else {"count": 0}
+
+    def request(self, pid: int, timeout: float) -> tuple[bool, str]:
+        """SIGHUP ``pid`` and wait for its answer: (applied, message)."""
+        before = self.read(pid).get("count", 0)
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError as exc:
+            raise BelladError(f"cannot signal bellad (pid {pid}): {exc.strerror}") from None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            answer = self.read(pid)
+            if answer.get("count", 0) > before:
+                return bool(answer.get("ok")), str(answer.get("message", ""))
+            time.sleep(0.05)
+        raise BelladError(f"bellad (pid {pid}) did not confirm the reload within {timeout:.0f} s")

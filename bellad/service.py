@@ -38,7 +38,7 @@ from bellad.modelstore import resolve_model
 from bellad.outbox import Outbox
 from bellad.pipeline import Pipeline
 from bellad.publish import MqttSink
-from bellad.reload import effective, plan_reload
+from bellad.reload import ReloadRecord, effective, plan_reload
 from bellad.sentiment import OnnxSentiment, SentimentScorer
 from bellad.sinks import JsonLinesSink, Sink, want_stdout
 from bellad.stats import ProcessSampler, peak_rss_mb, rss_mb, soc_temperature_c
@@ -125,6 +125,7 @@ class Daemon:
         self.started_mono = time.monotonic()
         self.started_wall = time.time()
         self.store = ListeningStore(cfg.service.state_dir / "listening.json")
+        self.reloads = ReloadRecord(cfg.service.state_dir / "reload.json")
         self.sampler = ProcessSampler()
         self.pipeline: Pipeline | None = None
         self.transcriber: Transcriber | None = None
@@ -242,8 +243,9 @@ class Daemon:
         return self.pipeline
 
     def _supervise(self, pipeline: Pipeline) -> int:
-        interval = watchdog_interval()
+        interval = watchdog_interval()  # half of WatchdogSec, when systemd armed one
         tick = min(0.5, interval) if interval else 0.5
+        last_ping = 0.0
         while not self._stop.wait(tick):
             if not pipeline.capturing:
                 break  # the source ended (a file without loop) or failed
@@ -256,8 +258,10 @@ class Daemon:
                 self.notifier.ready(self.status_line())
             elif self._ready:
                 self._update_status()
-            if interval and self._ready and self.healthy():
+            now = time.monotonic()
+            if interval and self._ready and now - last_ping >= 0.9 * interval and self.healthy():
                 self.notifier.watchdog()
+                last_ping = now
         return self._shutdown(pipeline)
 
     def healthy(self) -> bool:
@@ -296,25 +300,29 @@ class Daemon:
 
     def _do_reload(self) -> None:
         self.notifier.reloading("reloading the config")
+        ok, message = self._reload_config()
+        (log.info if ok else log.error)("reload: %s", message)
+        self.reloads.record(ok, message)
+        self.notifier.ready(self.status_line())
+
+    def _reload_config(self) -> tuple[bool, str]:
+        """Apply what can change live; (False, why) when the new config is refused."""
         try:
             new = load_config(self.config_path)
         except BelladError as exc:
-            log.error("reload: keeping the running config: %s", exc)
-            self.notifier.ready(self.status_line())
-            return
+            return False, f"keeping the running config: {exc}"
         plan = plan_reload(self.cfg, new)
-        if plan.restart:
-            log.warning(
-                "reload: %s changed: restart bellad to apply (systemctl restart bellad)",
-                ", ".join(plan.restart),
-            )
+        said = []
         if plan.live:
             self.cfg = effective(self.cfg, new)
             self._apply_live()
-            log.info("reload: applied %s", ", ".join(plan.live))
-        elif not plan.changed:
-            log.info("reload: nothing changed")
-        self.notifier.ready(self.status_line())
+            said.append(f"applied {', '.join(plan.live)}")
+        if plan.restart:
+            said.append(
+                f"{', '.join(plan.restart)} changed: restart bellad to apply "
+                "(systemctl restart bellad)"
+            )
+        return True, "; ".join(said) or "nothing changed"
 
     def _apply_live(self) -> None:
         cfg, pipeline = self.cfg, self.pipeline

@@ -14,11 +14,10 @@ readonly UNIT=bellad.service
 readonly SERVICE_USER=bellad
 readonly AUDIO_GROUP=audio
 # Debian packages needed to build and run bellad's Python dependencies:
-# a venv, a compiler and headers for PyAudio (PortAudio) and systemd-python,
-# and procps for /bin/kill (ExecReload= of the unit).
+# a venv, a compiler and headers for PyAudio (PortAudio) and systemd-python.
 readonly APT_PACKAGES=(
     python3-venv python3-dev gcc pkg-config
-    libportaudio2 portaudio19-dev libsystemd-dev procps
+    libportaudio2 portaudio19-dev libsystemd-dev
 )
 
 usage() {
@@ -30,7 +29,7 @@ Run as root. Running it again upgrades bellad in place.
 
 What it does:
   - installs missing Debian packages (python3-venv, python3-dev, gcc,
-    pkg-config, libportaudio2, portaudio19-dev, libsystemd-dev, procps)
+    pkg-config, libportaudio2, portaudio19-dev, libsystemd-dev)
   - creates the system user 'bellad' (member of 'audio') if missing
   - creates the virtual environment /opt/bellad and installs bellad with
     the 'systemd' extra into it (PIP_* variables are honoured; with sudo,
@@ -159,10 +158,7 @@ install_config() {
         log "$CONFIG_DIR/bellad.toml: exists, left as it is"
     elif [[ -f "$config_src" ]]; then
         log "installing $CONFIG_DIR/bellad.toml from $config_src"
-        # the service's state lives in /var/lib/bellad (StateDirectory=): say so in
-        # the file, so commands run by hand with this config use it too
-        sed 's|^# state_dir = "/var/lib/bellad"$|state_dir = "/var/lib/bellad"|' "$config_src" |
-            install -m 0640 -o root -g "$SERVICE_USER" /dev/stdin "$CONFIG_DIR/bellad.toml"
+        install -m 0640 -o root -g "$SERVICE_USER" "$config_src" "$CONFIG_DIR/bellad.toml"
     else
         log "warning: $config_src not found: write $CONFIG_DIR/bellad.toml before starting bellad"
     fi

@@ -533,7 +533,7 @@ def test_import_recognises_a_bare_sentiment_folder(tmp_path: Path, repos: dict[s
     # The same folder again changes nothing (provisioning repeats it)...
     assert "sst2: already installed" in ok(cli(None, models_dir, "import", str(bare)))
     # ...a different model under the same name needs --force.
-    (bare / "config.json").write_text((bare / "config.json").read_text().replace("}", ' }', 1))
+    (bare / "config.json").write_text((bare / "config.json").read_text().replace("}", " }", 1))
     line = one_line_error(cli(None, models_dir, "import", str(bare)))
     assert "'sst2' is already installed" in line and "--force" in line
     ok(cli(None, models_dir, "import", str(bare), "--force"))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -135,4 +137,37 @@ def test_no_ready_until_the_microphone_delivers_audio(
         assert notify.having("WATCHDOG") == []
         pulse.feeder.resume()
         notify.wait_for("READY", "1", timeout=30)
+        assert daemon.stop() == 0
+
+
+def test_the_reload_command_waits_for_the_answer(
+    pulse: PulseServer, notify: NotifySocket, make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    config = mic_config(make_config)
+    with start(config, tmp_path, pulse, notify) as daemon:
+        notify.wait_for("READY", "1")
+        assert daemon.proc is not None
+        pid = str(daemon.proc.pid)
+        text = config.read_text()
+
+        def reload() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "bellad", "--config", str(config), "reload", pid],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        config.write_text(text + "\n" + tomli_w.dumps({"pipeline": {"max_backlog": 5}}))
+        applied = reload()
+        assert applied.returncode == 0, applied.stderr
+        assert applied.stdout.strip() == "reload: applied pipeline.max_backlog"
+
+        config.write_text(text + "\n[vad]\nframe_ms = 25\n")
+        refused = reload()
+        assert refused.returncode == 1
+        assert refused.stderr.startswith("reload: keeping the running config: config file")
+        assert "vad.frame_ms = 25: webrtcvad takes 10, 20 or 30 ms frames only" in refused.stderr
+        assert daemon.proc.poll() is None
         assert daemon.stop() == 0

@@ -330,15 +330,13 @@ def test_reload_applies_a_live_change(service: Service) -> None:
 
     reload = c.run(["systemctl", "reload", UNIT], timeout=60)
     assert reload.returncode == 0, reload.stderr + service.journal()
-    # systemd 252 ends the reload job when ExecReload='s kill exits: bellad applies the
-    # change from its supervising loop a moment after `systemctl reload` returned
-    applied = wait_journal(c, mark, "reload: applied", timeout=15)
-    assert applied["MESSAGE"] == "reload: applied pipeline.max_backlog, vad.hangover_ms"
+    # ExecReload (`bellad reload $MAINPID`) waits for bellad to confirm: the change is
+    # applied before systemd's reload job ends, so `systemctl reload` returns after it
     after = entries(c, mark)
+    applied = first(after, "reload: applied")
+    assert applied["MESSAGE"] == "reload: applied pipeline.max_backlog, vad.hangover_ms"
     reloaded = first(after, "Reloaded bellad.service")
-    lag = (mono(applied) - mono(reloaded)) / 1e6
-    print(f"\nreload applied {lag:.2f} s after systemd's reload job finished")
-    assert lag < 5, f"reload applied {lag:.1f} s after the reload job"
+    assert mono(applied) <= mono(reloaded), "systemctl reload returned before bellad applied it"
     assert not [m for m in messages(after) if "restart bellad to apply" in m], messages(after)
 
     samples = poll(
@@ -350,6 +348,23 @@ def test_reload_applies_a_live_change(service: Service) -> None:
     assert samples[-1]["ActiveState"] == "active", samples
     assert STATUS_LINE.match(samples[-1]["StatusText"]), samples
     assert show(c, "MainPID", "NRestarts") == before, "reload must not restart bellad"
+
+
+def test_reload_of_a_bad_file_fails_and_keeps_the_running_config(service: Service) -> None:
+    c = service.c
+    before = service.running()
+    mark = cursor(c)
+    good = c.check(["cat", CONFIG]).stdout
+    c.write_file(CONFIG, good + "\n[vad]\nframe_ms = 25\n", mode=0o640)
+    try:
+        reload = c.run(["systemctl", "reload", UNIT], timeout=60)
+    finally:
+        c.write_file(CONFIG, good, mode=0o640)
+    assert reload.returncode != 0, "systemctl reload must report a refused config"
+    refusal = wait_journal(c, mark, "reload: keeping the running config", timeout=15)
+    assert "vad" in refusal["MESSAGE"], refusal["MESSAGE"]
+    assert show(c, "ActiveState", "SubState") == {"ActiveState": "active", "SubState": "running"}
+    assert show(c, "MainPID", "NRestarts") == before, "a refused reload must not restart bellad"
 
 
 def test_journal_has_structured_fields(service: Service) -> None:

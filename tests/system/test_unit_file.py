@@ -160,7 +160,9 @@ def test_service_protocol_settings() -> None:
     assert settings["Service.WatchdogSec"] == ["30s"]
     assert settings["Service.Restart"] == ["on-failure"]
     assert settings["Service.RestartPreventExitStatus"] == ["78"]
-    assert settings["Service.ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert settings["Service.ExecReload"] == [
+        "/opt/bellad/bin/bellad --config /etc/bellad/bellad.toml reload $MAINPID"
+    ]
     assert settings["Service.User"] == ["bellad"]
     assert settings["Service.SupplementaryGroups"] == ["audio"]
     assert "Unit.StartLimitIntervalSec" in settings

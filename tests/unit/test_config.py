@@ -156,3 +156,19 @@ def test_values_are_typed() -> None:
     cfg = parse_config(data)
     assert cfg.audio.device == "USB"
     assert cfg.transcribe.temperature == (0.0, 0.2)
+
+
+def test_the_system_config_means_the_service_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert parse_config({}).service.state_dir == tmp_path / "xdg" / "bellad"
+    assert parse_config({}, system=True).service.state_dir == Path("/var/lib/bellad")
+    assert parse_config({"service": {"room": "Hall"}}, system=True).models_dir == Path(
+        "/var/lib/bellad/models"
+    )
+    explicit = {"service": {"state_dir": "/srv/bellad"}}
+    assert parse_config(explicit, system=True).service.state_dir == Path("/srv/bellad")
+    monkeypatch.setenv("STATE_DIRECTORY", "/run/state/bellad")
+    assert parse_config({}, system=True).service.state_dir == Path("/run/state/bellad")
