@@ -60,6 +60,7 @@ ExecStart=/usr/bin/python3 -c "{NOTIFY_ONE_LINER}"
 # Stands in for `bellad run` in the hardened unit (see the module docstring).
 PROBE = r"""
 import json, logging, os, signal, socket, sys
+from pathlib import Path
 
 results = {}
 
@@ -71,6 +72,7 @@ def check(name, fn):
         results[name] = ["FAIL", f"{type(exc).__name__}: {exc}"]
 
 
+from bellad.reload import ReloadRecord
 from bellad.systemd import make_notifier, setup_logging, watchdog_interval
 
 setup_logging("info")
@@ -206,6 +208,8 @@ while True:
         notifier.watchdog()
     elif info.si_signo == signal.SIGHUP:
         notifier.reloading("probe: reloading")
+        # what the daemon does for ExecReload (bellad reload $MAINPID) to return
+        ReloadRecord(Path(os.environ["STATE_DIRECTORY"]) / "reload.json").record(True, "probe")
         notifier.ready("probe: reloaded")
     else:
         break
