@@ -198,3 +198,33 @@ def test_mqtt5_delivers_and_reports_a_publish_the_acl_refuses(
         assert len(refusals) == 3 and set(refusals) == {"Not authorized"}
     finally:
         sub.close()
+
+
+def test_hermes_toggles_act_as_the_mute(
+    mosquitto: Mosquitto,
+    subscriber: Callable[..., Subscriber],
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    silence = write_wav(tmp_path / "silence.wav", np.zeros(16_000 * 3, np.int16))
+    sub = subscriber(mosquitto, f"{BASE}/state")
+    config = make_config(mqtt_config(mosquitto, silence, loop=True))
+    with DaemonProcess(config, tmp_path) as daemon:
+        daemon.start()
+        sub.wait_for(f"{BASE}/state", timeout=60)
+
+        def listening() -> bool:
+            return bool(json.loads(sub.messages[-1].payload)["listening"])
+
+        publish(mosquitto.endpoint(), "hermes/asr/toggleOff", '{"siteId": "elsewhere"}')
+        publish(mosquitto.endpoint(), "hermes/asr/toggleOff", f'{{"siteId": "{SITE}"}}')
+        sub.wait_for(lambda m: b'"muted"' in m.payload, timeout=10)
+        assert daemon.log.count("listening off by hermes/asr/toggleOff") == 1
+        publish(mosquitto.endpoint(), "hermes/asr/toggleOn", "{}")  # no site: every site
+        sub.wait_for(
+            lambda m: b'"listening"' in m.payload and b'"state":"listening"' in m.payload,
+            count=2,
+            timeout=10,
+        )
+        assert listening()
+        assert daemon.stop() == 0

@@ -138,3 +138,40 @@ def test_unreadable_password_file_names_it(
         f"bellad: error: mqtt.password_file = '{path}': cannot read the MQTT password: {reason}"
     ]
     assert "Traceback" not in daemon.log
+
+
+def test_tls_with_a_client_certificate(
+    mosquitto_factory: Callable[..., Mosquitto],
+    make_config: Callable[..., Path],
+    silence: Path,
+    tmp_path: Path,
+) -> None:
+    broker = mosquitto_factory(tls=True, require_certificate=True, allow_anonymous=False)
+    device = broker.client_cert("bellad")
+    watcher = broker.client_cert("observer")
+    sub = Subscriber(broker.endpoint(tls=True, client_cert=watcher), [AVAILABILITY]).start()
+    cfg = secure_config(broker, silence, username="")
+    cfg["mqtt"]["tls"] |= {"cert_file": str(device.cert), "key_file": str(device.key)}
+    try:
+        with DaemonProcess(make_config(cfg), tmp_path) as daemon:
+            daemon.start()
+            assert sub.wait_for(AVAILABILITY, timeout=60)[0].text == "online"
+            assert daemon.stop() == 0
+    finally:
+        sub.close()
+
+
+def test_an_unreadable_client_key_names_it(
+    secure_mosquitto: Mosquitto, make_config: Callable[..., Path], silence: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "client.key"
+    cfg = secure_config(secure_mosquitto, silence)
+    cfg["mqtt"]["tls"] |= {"cert_file": str(tmp_path / "client.crt"), "key_file": str(missing)}
+    (tmp_path / "client.crt").write_text("not a certificate\n")
+    with DaemonProcess(make_config(cfg), tmp_path) as daemon:
+        daemon.start()
+        assert daemon.wait(60) == 78
+    errors = [line for line in daemon.log.splitlines() if line.startswith("bellad: error:")]
+    assert errors == [
+        f"bellad: error: mqtt.tls.key_file = '{missing}': cannot read it: No such file or directory"
+    ]
