@@ -36,7 +36,9 @@ $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	scripts/apt-deps.sh $(APT_TEST)
 	$(BIN)/pip install -q -e '.[systemd,dev]'
-	$(BIN)/pip install -q 'torch==2.13.0' || $(BIN)/pip install -q torch
+	# torch (CPU) checks the built-in sentiment model against its training framework
+	$(BIN)/pip install -q 'torch==2.13.0' || \
+		$(BIN)/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 	$(BIN)/pip install -q -e '.[train]'
 	touch $@ $(VENV)/.run-installed
 
