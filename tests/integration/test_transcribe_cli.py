@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from bellad.audio import read_audio
+from bellad.config import WHISPER_LANGUAGES
 
 LJ_RATE = 22_050
 
@@ -143,3 +144,30 @@ def test_several_files_and_a_bad_one(
     assert "Traceback" not in stderr
     sources = {e["source"] for e in json_lines(proc.stdout)}
     assert sources == {str(cards[0]), str(cards[1])}  # the good files are still transcribed
+
+
+def test_language_detection_with_a_multilingual_model(
+    data: Path, make_config: Callable[..., Path], test_models: Any
+) -> None:
+    config = make_config(
+        {"transcribe": {"model": str(test_models.whisper_multilingual), "language": "auto"}}
+    )
+    clip = data / "audio" / "pocketsphinx" / "goforward.raw"
+    proc = bellad("--config", str(config), "transcribe", "-", stdin=clip.read_bytes())
+    assert proc.returncode == 0, proc.stderr.decode()
+    (event,) = json_lines(proc.stdout)
+    assert event["language"] in WHISPER_LANGUAGES  # detected (random weights pick any)
+    assert 0.0 < event["language_probability"] < 1.0
+
+
+def test_a_fixed_language_is_used_as_given(
+    data: Path, make_config: Callable[..., Path], test_models: Any
+) -> None:
+    config = make_config(
+        {"transcribe": {"model": str(test_models.whisper_multilingual), "language": "de"}}
+    )
+    clip = data / "audio" / "pocketsphinx" / "goforward.raw"
+    proc = bellad("--config", str(config), "transcribe", "-", stdin=clip.read_bytes())
+    assert proc.returncode == 0, proc.stderr.decode()
+    (event,) = json_lines(proc.stdout)
+    assert (event["language"], event["language_probability"]) == ("de", 1.0)
