@@ -35,7 +35,7 @@ $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	scripts/apt-deps.sh $(APT_TEST)
-	$(BIN)/pip install -q -e '.[systemd,dev]'
+	$(BIN)/pip install -q -e '.[systemd,dev,bench]'
 	$(BIN)/pip install -q 'torch==2.13.0' || $(BIN)/pip install -q torch
 	$(BIN)/pip install -q -e '.[train]'
 	touch $@ $(VENV)/.run-installed
@@ -70,7 +70,7 @@ test: lint typecheck
 	$(BIN)/pytest tests
 
 bench: setup-dev
-	$(BIN)/python -m bench
+	$(BIN)/bellad bench --out bench/out
 
 # --- service ------------------------------------------------------------------
 install:
