@@ -24,13 +24,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bellad.benchmark.clips import Mark
+from bellad.benchmark.clips import Clip, Mark, compose_latency, room_noise
 from bellad.benchmark.daemon import ProcSample
 from bellad.benchmark.runner import ProgrammeRun
+from bellad.config import VadConfig
 from bellad.contract import percentile
-from bellad.events import SAMPLE_RATE
+from bellad.events import SAMPLE_RATE, AudioChunk
+from bellad.events import Utterance as VadUtterance
+from bellad.vad import Segmenter
 
 MATCH_TOLERANCE_S = 0.3  # how far an utterance's end may fall before its clip's speech end
+NOISE_LEVELS = (-70.0, -60.0, -55.0, -50.0)  # dBFS of pink room noise between clips
 
 
 def parse_time(text: str) -> float:
@@ -226,4 +230,42 @@ def memory_timeline(run: ProgrammeRun, step_s: float = 1.0) -> list[tuple[float,
         t = round(sample.wall - origin, 2)
         if not out or t - out[-1][0] >= step_s:
             out.append((t, round(sample.rss_mb, 1), round(sample.peak_rss_mb, 1)))
+    return out
+
+
+def vad_in_noise(
+    clips: list[Clip], cfg: VadConfig, gap_s: float, levels: tuple[float, ...] = NOISE_LEVELS
+) -> dict[str, Any]:
+    """How many clips bellad's segmenter closes when room noise fills the gaps, by level.
+
+    The daemon's VAD settings over the latency programme, offline (no daemon):
+    a clip counts as closed when an utterance that was not cut at the length
+    limit ends after its speech and before the next clip.
+    """
+    out: dict[str, Any] = {}
+    tolerance = round(MATCH_TOLERANCE_S * SAMPLE_RATE)
+    for level in levels:
+        prog = compose_latency(clips, gap_s=gap_s, gap=room_noise(10.0, level), lead_in_s=1.0)
+        audio = prog.audio
+        segmenter = Segmenter(cfg, "bench", relative=True)
+        events: list[Any] = []
+        step = SAMPLE_RATE * cfg.frame_ms // 1000
+        for i in range(0, len(audio), step):
+            events += segmenter.feed(AudioChunk(audio[i : i + step], 0.0, 0.0, i))
+        events += segmenter.flush()
+        ends = [
+            (e.start_sample + len(e.audio), e.cut) for e in events if isinstance(e, VadUtterance)
+        ]
+        closed = 0
+        for k, mark in enumerate(prog.marks):
+            limit = prog.marks[k + 1].start if k + 1 < len(prog.marks) else len(audio)
+            closed += any(
+                mark.speech_end - tolerance <= end <= limit + tolerance and not cut
+                for end, cut in ends
+            )
+        out[f"{level:g}"] = {
+            "closed": closed,
+            "clips": len(prog.marks),
+            "cut_by_length": sum(cut for _, cut in ends),
+        }
     return out

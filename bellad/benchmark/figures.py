@@ -19,10 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from bellad.benchmark import analysis
-from bellad.benchmark.clips import Clip, compose_latency, compose_live, room_noise, speech_stream
+from bellad.benchmark.clips import (
+    QUIET_ROOM_DBFS,
+    Clip,
+    compose_latency,
+    compose_live,
+    room_noise,
+    speech_stream,
+)
 from bellad.benchmark.modeltime import LENGTHS_S, ModelTimer
 from bellad.benchmark.runner import LEAD_IN_S, Bench, ProgrammeRun, Settings
-from bellad.config import TranscribeConfig
+from bellad.config import TranscribeConfig, VadConfig
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +215,7 @@ def measure(
     """Run the benchmark; the result is what ``bench.json`` holds."""
     started = time.time()
     env = environment()
-    noise = room_noise(10.0)
+    noise, quiet = room_noise(10.0), room_noise(10.0, QUIET_ROOM_DBFS)
     spaced = sorted(clips, key=lambda c: c.duration_s)[: settings.mic_clips]
     with Bench(folder, models["whisper"], models["sentiment"], settings) as bench:
         via = bench.source
@@ -220,12 +227,13 @@ def measure(
                 gap_s=settings.gap_s,
                 continuous_s=settings.continuous_s,
                 noise=noise,
+                gap=quiet,
                 lead_in_s=LEAD_IN_S if via == "file" else 0.0,
             ),
             via,
         )
         timed = bench.play(
-            compose_latency(clips, gap_s=settings.gap_s, noise=noise, lead_in_s=LEAD_IN_S), "file"
+            compose_latency(clips, gap_s=settings.gap_s, gap=quiet, lead_in_s=LEAD_IN_S), "file"
         )
         bench.time_starts(max(0, settings.starts - 1))
         starts = [s for s in bench.starts if s.via == via]
@@ -256,6 +264,9 @@ def measure(
             "speedup_utterances": analysis.stat(latency["_trimmed_speedups"], 2),
         },
         "continuous": analysis.continuous(live, analysis.count_lines(live, r"backlog full")),
+        "vad_in_noise": analysis.vad_in_noise(
+            clips, VadConfig.model_validate(settings.daemon.get("vad", {})), settings.gap_s
+        ),
         "memory": memory,
         "ready": {
             "starts": len(starts),
