@@ -33,6 +33,7 @@ import numpy as np
 from bellad.config import GuardConfig, TranscribeConfig
 from bellad.errors import ModelError
 from bellad.events import SAMPLE_RATE, Samples, Transcript
+from bellad.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class WhisperTranscriber:
         )
         if cfg.warmup:
             self.warm_up()
+        release_free_memory()  # the loader's and the warm-up's scratch memory
 
     def warm_up(self) -> None:
         """One inference on a second of quiet noise, so the first utterance pays no set-up."""
