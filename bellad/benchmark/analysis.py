@@ -141,6 +141,7 @@ def idle_cost(run: ProgrammeRun, section: str, window_s: float) -> dict[str, Any
     start = run.time_of(first) + 1.0
     end = min(start + window_s, run.time_of(last) - 0.5)
     used = cpu_between(run.samples, start, end)
+    floor = cpu_between(run.probe, start, end) if run.probe else None
     triggers = [
         m
         for m in run.speech
@@ -152,6 +153,7 @@ def idle_cost(run: ProgrammeRun, section: str, window_s: float) -> dict[str, Any
         "cpu_s": None if used is None else round(used, 3),
         "cpu_percent": None if percent is None else round(percent, 3),
         "cpu_s_per_hour": None if percent is None else round(percent * 36, 1),
+        "capture_alone_percent": None if floor is None else round(100 * floor / (end - start), 3),
         "speech_triggers": len(triggers),
     }
 

@@ -117,6 +117,38 @@ def read_proc(pid: int) -> tuple[float, float, float] | None:
     return cpu, mem.get("VmRSS", 0.0), mem.get("VmHWM", 0.0)
 
 
+class ProcSampler:
+    """Samples a process's CPU time and memory from /proc in a background thread."""
+
+    def __init__(self, pid: int, every: float = 0.25) -> None:
+        self.pid = pid
+        self.samples: list[ProcSample] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(every)
+
+    def sample(self) -> ProcSample | None:
+        got = read_proc(self.pid)
+        if got is None:
+            return None
+        sample = ProcSample(time.monotonic(), time.time(), *got)
+        with self._lock:
+            self.samples.append(sample)
+        return sample
+
+    def stop(self) -> list[ProcSample]:
+        self._stop.set()
+        self._thread.join(10)
+        with self._lock:
+            return list(self.samples)
+
+
 class DaemonRun:
     """One ``bellad run`` child process; see the module docstring."""
 
@@ -129,15 +161,14 @@ class DaemonRun:
         self.log_path = folder / f"{name}.log"
         self.env = {**os.environ, **env}
         self.lines: list[tuple[float, str]] = []
-        self.samples: list[ProcSample] = []
         self.proc: subprocess.Popen[bytes] | None = None
+        self.sampler: ProcSampler | None = None
         self.spawned_mono = 0.0
         self.spawned_wall = 0.0
         self.ready_mono: float | None = None
         self.returncode: int | None = None
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._stop_sampling = threading.Event()
+        self._reader: threading.Thread | None = None
 
     def start(self, sample_every: float = 0.25) -> DaemonRun:
         self.spawned_wall, self.spawned_mono = time.time(), time.monotonic()
@@ -148,13 +179,14 @@ class DaemonRun:
             stderr=subprocess.PIPE,
             env=self.env,
         )
-        self._threads = [
-            threading.Thread(target=self._read_log, daemon=True),
-            threading.Thread(target=self._sample, args=(sample_every,), daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self.sampler = ProcSampler(self.proc.pid, sample_every)
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
         return self
+
+    @property
+    def samples(self) -> list[ProcSample]:
+        return list(self.sampler.samples) if self.sampler is not None else []
 
     def _read_log(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -168,21 +200,9 @@ class DaemonRun:
                     if self.ready_mono is None and READY_LINE.search(line):
                         self.ready_mono = now
 
-    def _sample(self, every: float) -> None:
-        assert self.proc is not None
-        while not self._stop_sampling.is_set():
-            self.sample()
-            self._stop_sampling.wait(every)
-
     def sample(self) -> ProcSample | None:
-        assert self.proc is not None
-        got = read_proc(self.proc.pid)
-        if got is None:
-            return None
-        sample = ProcSample(time.monotonic(), time.time(), *got)
-        with self._lock:
-            self.samples.append(sample)
-        return sample
+        assert self.sampler is not None
+        return self.sampler.sample()
 
     def wait_ready(self, timeout: float) -> float:
         """Seconds from spawn to the ``ready`` log line; raises if it exits or times out."""
@@ -205,7 +225,7 @@ class DaemonRun:
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM, then wait for the exit status (SIGKILL after ``timeout``)."""
-        assert self.proc is not None
+        assert self.proc is not None and self.sampler is not None
         self.sample()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -214,9 +234,9 @@ class DaemonRun:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        self._stop_sampling.set()
-        for thread in self._threads:
-            thread.join(10)
+        self.sampler.stop()
+        if self._reader is not None:
+            self._reader.join(10)
         self.returncode = self.proc.returncode
         return self.returncode
 
@@ -224,4 +244,5 @@ class DaemonRun:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        self._stop_sampling.set()
+        if self.sampler is not None:
+            self.sampler.stop()

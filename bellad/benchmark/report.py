@@ -63,6 +63,9 @@ def table(data: dict[str, Any]) -> str:
             f"CPU s/h, {part['speech_triggers']} triggers"
         )
         lines.append(_row(label, part["cpu_percent"], None, "", 3))
+        if part.get("capture_alone_percent") is not None:
+            floor = "      capture alone: PyAudio, empty callback, same device"
+            lines.append(_row(floor, part["capture_alone_percent"], None, "", 3))
     lines.append(
         _row(
             "    worst of the two", idle["cpu_percent"], None, _verdict(data, "idle.cpu_percent"), 3

@@ -11,6 +11,9 @@ message with the time it arrived. :meth:`Bench.time_starts` only times starts.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import tempfile
 import time
 import wave
@@ -20,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from bellad.benchmark.clips import Programme, room_noise
-from bellad.benchmark.daemon import DaemonRun, ProcSample, Received, Subscriber
+from bellad.benchmark.daemon import DaemonRun, ProcSample, ProcSampler, Received, Subscriber
 from bellad.benchmark.feeder import Feeder
 from bellad.benchmark.services import Mosquitto, ServiceError, SoundServer
+from bellad.config import AudioConfig
 from bellad.events import SAMPLE_RATE, Samples
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,7 @@ class ProgrammeRun:
     index_of: Callable[[float, dict[str, Any]], int]  # (wall, payload) -> programme index
     log_lines: list[tuple[float, str]]
     returncode: int
+    probe: list[ProcSample] = field(default_factory=list)  # capture alone, beside the daemon
     feeder_max_late_s: float = 0.0
     feeder_resyncs: int = 0
 
@@ -212,10 +217,14 @@ class Bench:
             self._wait_started(run, via)
             if via == "pulse":
                 assert self.feeder is not None
+                probe = self._start_probe()
                 time.sleep(1.0)  # settle: the first status and stats messages are out
                 first = self.feeder.play(audio)
-                if not self.feeder.wait_written(first + len(audio), seconds + 60):
-                    raise RuntimeError("the feeder fell behind: the programme was not played")
+                try:
+                    if not self.feeder.wait_written(first + len(audio), seconds + 60):
+                        raise RuntimeError("the feeder fell behind: the programme was not played")
+                finally:
+                    probe_samples = self._stop_probe(probe)
                 time.sleep(1.0)
                 rc = run.stop()
                 time_of, index_of = self._feeder_clock(first)
@@ -225,7 +234,7 @@ class Bench:
                 run.proc.wait(seconds + 120)  # the daemon ends with its input
                 rc = run.stop()
                 time_of, index_of = self._file_clock(run.spawned_mono)
-                late, resyncs = 0.0, 0
+                late, resyncs, probe_samples = 0.0, 0, []
         except BaseException:
             run.kill()
             raise
@@ -242,7 +251,31 @@ class Bench:
             returncode=rc,
             feeder_max_late_s=late,
             feeder_resyncs=resyncs,
+            probe=probe_samples,
         )
+
+    def _start_probe(self) -> tuple[subprocess.Popen[bytes], ProcSampler]:
+        """Capture alone (:mod:`bellad.benchmark.probe`) at the daemon's block size."""
+        assert self.sound is not None
+        block_ms = self.settings.daemon.get("audio", {}).get("block_ms", AudioConfig().block_ms)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bellad.benchmark.probe", "--block-ms", str(block_ms)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.sound.env},
+        )
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "capturing": the stream is open
+        return proc, ProcSampler(proc.pid)
+
+    @staticmethod
+    def _stop_probe(probe: tuple[subprocess.Popen[bytes], ProcSampler]) -> list[ProcSample]:
+        proc, sampler = probe
+        sampler.sample()
+        proc.terminate()
+        proc.wait(10)
+        return sampler.stop()
 
     def _feeder_clock(
         self, first: int
