@@ -78,6 +78,7 @@ REQUIRED = (
     "microphone_latency.felt_ms.median",
     "microphone_latency.detection_ms.median",
     "latency.overhead_ratio.p95",
+    "latency.beyond_transcription_ms.p95",
     *(f"rtf.{n}s.{mode}.median" for n in LENGTHS_S for mode in ("padded", "trimmed")),
     *(f"rtf.{n}s.trimmed_speedup" for n in LENGTHS_S),
     "trimmed.speedup_1_10s.median",
@@ -136,26 +137,33 @@ def stage_figures(run: ProgrammeRun, section: str) -> dict[str, Any]:
     }
 
 
-def latency_figures(run: ProgrammeRun, timer: ModelTimer) -> dict[str, Any]:
-    """Stages, and the model-only time and trimmed time of exactly the same audio."""
+def latency_figures(run: ProgrammeRun, timer: ModelTimer, repeats: int) -> dict[str, Any]:
+    """Stages, and the model-only and trimmed times of exactly the same audio."""
     out = stage_figures(run, "latency")
-    model_ms, overhead, ratio, speedups, same_text = [], [], [], [], 0
+    found = out["_found"]
     audio = run.programme.audio
-    for utt in out["_found"]:
-        clip_audio = audio[utt.start_index : utt.end_index]
-        alone = timer.model_only(clip_audio)
-        same_text += alone.text == utt.payload["text"]
-        after_close = utt.stages()["after_close"]
-        model_ms.append(alone.seconds * 1000)
-        overhead.append(after_close - alone.seconds * 1000)
-        ratio.append(after_close / (alone.seconds * 1000))
-        speedups.append(alone.seconds / timer.with_encode(clip_audio, "trimmed").seconds)
+    pieces = [audio[utt.start_index : utt.end_index] for utt in found]
+    alone = [timer.model_only(piece, repeats) for piece in pieces]  # one model per pass
+    trimmed = [timer.with_encode(piece, "trimmed").seconds for piece in pieces]
+    model_ms = [a.seconds * 1000 for a in alone]
+    after = [utt.stages()["after_close"] for utt in found]
+    transcribe = out["_samples"].get("transcribe", [])
     return out | {
         "model_only_ms": analysis.stat(model_ms),
-        "overhead_ms": analysis.stat(overhead),
-        "overhead_ratio": analysis.stat(ratio, 3),
-        "same_text_as_model_only": f"{same_text}/{len(out['_found'])}",
-        "_trimmed_speedups": speedups,
+        "overhead_ms": analysis.stat([a - m for a, m in zip(after, model_ms, strict=True)]),
+        "overhead_ratio": analysis.stat([a / m for a, m in zip(after, model_ms, strict=True)], 3),
+        "beyond_transcription_ms": analysis.stat(
+            [a - t for a, t in zip(after, transcribe, strict=True)]
+        ),
+        "transcription_minus_model_ms": analysis.stat(
+            [t - m for t, m in zip(transcribe, model_ms, strict=True)]
+        ),
+        "model_only_repeats": repeats,
+        "same_text_as_model_only": (
+            f"{sum(a.text == u.payload['text'] for a, u in zip(alone, found, strict=True))}"
+            f"/{len(found)}"
+        ),
+        "_trimmed_speedups": [a.seconds / t for a, t in zip(alone, trimmed, strict=True)],
     }
 
 
@@ -240,7 +248,7 @@ def measure(
     transcribe_cfg = TranscribeConfig.model_validate(settings.daemon.get("transcribe", {}))
     log.info("timing the model alone (the daemon has stopped)")
     timer = ModelTimer(models["whisper"], transcribe_cfg)
-    latency = latency_figures(timed, timer)
+    latency = latency_figures(timed, timer, repeats)
     mic = stage_figures(live, "mic_latency")
     rtf = rtf_figures(timer, clips, repeats)
     silence = analysis.idle_cost(live, "idle_silence", settings.idle_s)

@@ -81,13 +81,21 @@ def table(data: dict[str, Any]) -> str:
         q("latency.transcribe_ms", label="    transcription"),
         q("latency.sentiment_ms", label="    sentiment"),
         q("latency.publish_ms", label="    publish: hand-off + outbox + network"),
-        q("latency.model_only_ms", label="    model only: faster-whisper alone, same audio"),
+        q(
+            "latency.model_only_ms",
+            label=f"    model only: faster-whisper alone, same audio, x{lat['model_only_repeats']}",
+        ),
         q(
             "latency.overhead_ms",
             label="    overhead: (decision -> subscriber) - model only",
             target=_verdict(data, "latency.overhead_ms.p95"),
         ),
         q("latency.overhead_ratio", 3, label="    ratio: (decision -> subscriber) / model only"),
+        q(
+            "latency.beyond_transcription_ms",
+            label="    decision -> subscriber, minus transcription",
+        ),
+        q("latency.transcription_minus_model_ms", label="    transcription in bellad - model only"),
         f"    same text as model only: {lat['same_text_as_model_only']}",
         f"  Latency through the {meta['source']} input, ms "
         f"({f['microphone_latency']['clips']} shortest clips)",
