@@ -271,3 +271,19 @@ def vad_in_noise(
             "cut_by_length": sum(cut for _, cut in ends),
         }
     return out
+
+
+def others_cores(run: ProgrammeRun, start: float, end: float) -> float | None:
+    """Cores' worth of CPU every process but the daemon used between two wall times."""
+    machine = cpu_between(run.machine, start, end)
+    daemon = cpu_between(run.samples, start, end)
+    if machine is None or daemon is None or end <= start:
+        return None
+    return max(0.0, machine - daemon) / (end - start)
+
+
+def transcription_load(run: ProgrammeRun, utt: Utterance) -> float | None:
+    """What the rest of the machine used while the daemon transcribed ``utt``."""
+    ms = utt.ms
+    begin = utt.close + ms["queue"] / 1000
+    return others_cores(run, begin, begin + ms["transcribe"] / 1000)

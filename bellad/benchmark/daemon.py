@@ -100,8 +100,21 @@ class ProcSample:
     peak_rss_mb: float  # VmHWM
 
 
+def read_machine() -> tuple[float, float, float]:
+    """(CPU seconds every process of the machine has used, 0, 0), from /proc/stat.
+
+    Busy is user, nice, system, irq, softirq and steal (time a hypervisor gave
+    to another machine); idle and iowait are not.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICK, 0.0, 0.0
+
+
 def read_proc(pid: int) -> tuple[float, float, float] | None:
-    """(CPU seconds, RSS MB, peak RSS MB) of a process, None once it is gone."""
+    """(CPU seconds, RSS MB, peak RSS MB) of a process (0: the machine), None once it is gone."""
+    if pid == 0:
+        return read_machine()
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         status = Path(f"/proc/{pid}/status").read_text()
@@ -118,7 +131,10 @@ def read_proc(pid: int) -> tuple[float, float, float] | None:
 
 
 class ProcSampler:
-    """Samples a process's CPU time and memory from /proc in a background thread."""
+    """Samples a process's CPU time and memory from /proc in a background thread.
+
+    Process id 0 samples the whole machine's CPU time instead.
+    """
 
     def __init__(self, pid: int, every: float = 0.25) -> None:
         self.pid = pid

@@ -33,6 +33,8 @@ from bellad.config import TranscribeConfig, VadConfig
 
 log = logging.getLogger(__name__)
 
+QUIET = 0.1  # cores the rest of the machine may use for an utterance to count as "quiet"
+
 
 @dataclass(frozen=True)
 class Target:
@@ -148,9 +150,16 @@ def latency_figures(run: ProgrammeRun, timer: ModelTimer, repeats: int) -> dict[
     model_ms = [a.seconds * 1000 for a in alone]
     after = [utt.stages()["after_close"] for utt in found]
     transcribe = out["_samples"].get("transcribe", [])
+    loads = [analysis.transcription_load(run, utt) for utt in found]
+    overhead = [a - m for a, m in zip(after, model_ms, strict=True)]
+    quiet = [
+        o for o, load in zip(overhead, loads, strict=True) if load is not None and load < QUIET
+    ]
     return out | {
+        "others_cores_while_transcribing": analysis.stat([x for x in loads if x is not None], 2),
+        "overhead_quiet_ms": analysis.stat(quiet),
         "model_only_ms": analysis.stat(model_ms),
-        "overhead_ms": analysis.stat([a - m for a, m in zip(after, model_ms, strict=True)]),
+        "overhead_ms": analysis.stat(overhead),
         "overhead_ratio": analysis.stat([a / m for a, m in zip(after, model_ms, strict=True)], 3),
         "beyond_transcription_ms": analysis.stat(
             [a - t for a, t in zip(after, transcribe, strict=True)]

@@ -92,6 +92,16 @@ def table(data: dict[str, Any]) -> str:
         ),
         q("latency.overhead_ratio", 3, label="    ratio: (decision -> subscriber) / model only"),
         q(
+            "latency.overhead_quiet_ms",
+            label=f"      when the rest of the machine was quiet "
+            f"({(lookup(f, 'latency.overhead_quiet_ms') or {}).get('count', 0)} utterances)",
+        ),
+        q(
+            "latency.others_cores_while_transcribing",
+            2,
+            label="      cores other processes used while bellad transcribed",
+        ),
+        q(
             "latency.beyond_transcription_ms",
             label="    decision -> subscriber, minus transcription",
         ),

@@ -77,6 +77,7 @@ class ProgrammeRun:
     log_lines: list[tuple[float, str]]
     returncode: int
     probe: list[ProcSample] = field(default_factory=list)  # capture alone, beside the daemon
+    machine: list[ProcSample] = field(default_factory=list)  # every process's CPU time
     feeder_max_late_s: float = 0.0
     feeder_resyncs: int = 0
 
@@ -140,6 +141,7 @@ class Bench:
         self.feeder: Feeder | None = None
         self.subscriber: Subscriber | None = None
         self.starts: list[StartRecord] = []
+        self.machine = ProcSampler(0)
         self._runs = 0
 
     def __enter__(self) -> Bench:
@@ -151,6 +153,7 @@ class Bench:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.machine.stop()
         if self.subscriber is not None:
             self.subscriber.stop()
         if self.feeder is not None:
@@ -252,6 +255,7 @@ class Bench:
             feeder_max_late_s=late,
             feeder_resyncs=resyncs,
             probe=probe_samples,
+            machine=[m for m in self.machine.samples if m.wall >= run.spawned_wall],
         )
 
     def _start_probe(self) -> tuple[subprocess.Popen[bytes], ProcSampler]:
