@@ -35,7 +35,7 @@ $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	scripts/apt-deps.sh $(APT_TEST)
-	$(BIN)/pip install -q -e '.[systemd,dev]'
+	$(BIN)/pip install -q -e '.[systemd,dev,bench]'
 	# torch (CPU) checks the built-in sentiment model against its training framework
 	$(BIN)/pip install -q 'torch==2.13.0' || \
 		$(BIN)/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
@@ -72,7 +72,7 @@ test: lint typecheck
 	$(BIN)/pytest tests
 
 bench: setup-dev
-	$(BIN)/python -m bench
+	$(BIN)/bellad bench --out bench/out
 
 # --- service ------------------------------------------------------------------
 install:

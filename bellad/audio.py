@@ -195,16 +195,18 @@ def _blocks(
         joined = np.concatenate(pending)
         cut = len(joined) - len(joined) % block
         for i in range(0, cut, block):
+            chunk = clock.stamp(joined[i : i + block])
             if realtime:
-                clock.pace(stop)
+                clock.pace(stop)  # as a microphone: a block comes once its last sample is heard
             if stop.is_set():
                 return
-            yield clock.stamp(joined[i : i + block])
+            yield chunk
         pending, held = [joined[cut:]], len(joined) - cut
     if held:
+        chunk = clock.stamp(np.concatenate(pending))
         if realtime:
             clock.pace(stop)
-        yield clock.stamp(np.concatenate(pending))
+        yield chunk
 
 
 def _reason(exc: Exception) -> str:

@@ -185,6 +185,11 @@ def _register_optional_commands() -> None:
     except ImportError:
         return
     main.add_command(models)
+    try:
+        from bellad.benchmark.cli import bench
+    except ImportError:
+        return
+    main.add_command(bench)
 
 
 _register_optional_commands()

@@ -323,6 +323,9 @@ class TranscribeConfig(Section):
     initial_prompt: Str | None = None
     hotwords: Str | None = None
     warmup: Bool = True
+    encode: Literal["padded", "trimmed"] = Field(
+        "padded", description="encoder input: the 30 s window, or the utterance's length"
+    )
     guard: GuardConfig = GuardConfig()
 
     @field_validator("language")

@@ -20,6 +20,7 @@ import numpy as np
 from bellad.config import SentimentConfig
 from bellad.errors import ModelError
 from bellad.events import Sentiment
+from bellad.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class OnnxSentiment:
         self.tokenizer.enable_truncation(cfg.max_length)
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.valences = np.array(label_valences(self.labels))
+        release_free_memory()  # the tokenizer's and the session's scratch memory
         log.info("loaded sentiment model %s (%s)", self.name, ", ".join(self.labels))
 
     @staticmethod

@@ -48,6 +48,8 @@ from bellad.vad import Segmenter
 
 log = logging.getLogger(__name__)
 
+READY_POLL_S = 0.05  # until ready, look for the first audio this often (then every tick)
+
 
 def load_transcriber(cfg: Config) -> Transcriber:
     path = resolve_model(cfg.transcribe.model, "whisper", cfg.models_dir)
@@ -246,7 +248,7 @@ class Daemon:
         interval = watchdog_interval()  # half of WatchdogSec, when systemd armed one
         tick = min(0.5, interval) if interval else 0.5
         last_ping = 0.0
-        while not self._stop.wait(tick):
+        while not self._stop.wait(tick if self._ready else READY_POLL_S):
             if not pipeline.capturing:
                 break  # the source ended (a file without loop) or failed
             if self._reload.is_set():

@@ -6,11 +6,20 @@ beam, one temperature unless configured, no conditioning on previous text, no
 timestamps unless asked. faster-whisper's own no-speech skipping is turned
 off so that :func:`judge` alone decides what is dropped or flagged, and says
 why.
+
+Whisper's encoder is trained on 30-second windows: faster-whisper pads every
+input's features to 30 s, so a 2-second command pays for a 30-second encoder
+pass. With ``transcribe.encode = "trimmed"`` the encoder sees only the
+utterance, rounded up to whole seconds (:func:`trimmed_frames`); decoding,
+its options and the text path are faster-whisper's own either way. The padded
+window stays the default: what trimming does to accuracy depends on the
+model's weights (measure it with ``bellad bench --wer``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import time
@@ -24,6 +33,7 @@ import numpy as np
 from bellad.config import GuardConfig, TranscribeConfig
 from bellad.errors import ModelError
 from bellad.events import SAMPLE_RATE, Samples, Transcript
+from bellad.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,44 @@ def choose_compute_type(wanted: str, device: str) -> str:
     return "int8_float16" if device == "cuda" else "int8"
 
 
+#: mel frames per second of audio (faster-whisper's hop of 160 samples at 16 kHz)
+FRAMES_PER_SECOND = 100
+#: the padded window: 30 s of mel frames
+WINDOW_FRAMES = 30 * FRAMES_PER_SECOND
+
+
+def trimmed_frames(samples: int) -> int:
+    """Mel frames the encoder sees in trimmed mode: the audio's, in whole seconds.
+
+    Rounding up to a second keeps a little silence after the last word, as the
+    padded window does, and is a multiple of the encoder's stride of two frames.
+    At least one second, at most the 30-second window.
+    """
+    seconds = max(1, math.ceil(samples / SAMPLE_RATE))
+    return min(WINDOW_FRAMES, seconds * FRAMES_PER_SECOND)
+
+
+def _trimmable_model_class() -> type:
+    """faster-whisper's model with an encoder input that can be cut short.
+
+    faster-whisper pads each window's features to 30 s before calling
+    ``encode``; this subclass cuts them to ``encode_frames`` when that is set,
+    and is faster-whisper's model unchanged when it is None.
+    """
+    from faster_whisper import WhisperModel
+
+    class TrimmableWhisperModel(WhisperModel):
+        encode_frames: int | None = None
+
+        def encode(self, features: Any) -> Any:
+            frames = self.encode_frames
+            if frames is not None and features.shape[-1] > frames:
+                features = features[..., :frames]
+            return super().encode(features)
+
+    return TrimmableWhisperModel
+
+
 def choose_threads(wanted: int, cores: int | None) -> int:
     """0 means one thread per core, at most 4 (more does not pay on small boards)."""
     return wanted if wanted > 0 else max(1, min(4, cores or 1))
@@ -72,7 +120,6 @@ class WhisperTranscriber:
 
     def __init__(self, cfg: TranscribeConfig, model_dir: Path, name: str | None = None) -> None:
         import ctranslate2
-        from faster_whisper import WhisperModel
 
         self.cfg = cfg
         self.name = name or cfg.model
@@ -81,7 +128,7 @@ class WhisperTranscriber:
         self.threads = choose_threads(cfg.threads, os.cpu_count())
         started = time.monotonic()
         try:
-            self.model = WhisperModel(
+            self.model = _trimmable_model_class()(
                 str(model_dir),
                 device=self.device,
                 compute_type=self.compute_type,
@@ -96,15 +143,17 @@ class WhisperTranscriber:
             ) from None
         self.english_only = not self.model.model.is_multilingual
         log.info(
-            "loaded whisper model %s (%s, %s, %d threads) in %.2f s",
+            "loaded whisper model %s (%s, %s, %d threads, %s encoder input) in %.2f s",
             self.name,
             self.device,
             self.compute_type,
             self.threads,
+            cfg.encode,
             time.monotonic() - started,
         )
         if cfg.warmup:
             self.warm_up()
+        release_free_memory()  # the loader's and the warm-up's scratch memory
 
     def warm_up(self) -> None:
         """One inference on a second of quiet noise, so the first utterance pays no set-up."""
@@ -135,8 +184,13 @@ class WhisperTranscriber:
             "vad_filter": False,
         }
 
+    def encode_frames(self, samples: int) -> int | None:
+        """The encoder's input length for audio of ``samples``; None means the padded window."""
+        return trimmed_frames(samples) if self.cfg.encode == "trimmed" else None
+
     def _decode(self, audio: Samples) -> Decoded:
         floats = audio.astype(np.float32) / 32768.0
+        self.model.encode_frames = self.encode_frames(len(audio))
         segments, info = self.model.transcribe(floats, **self.options())
         segments = list(segments)
         tokens = sum(len(s.tokens) for s in segments)

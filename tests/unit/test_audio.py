@@ -105,6 +105,14 @@ def test_realtime_pacing_takes_real_time(tmp_path: Path) -> None:
     assert all(len(c.samples) == 480 for c in chunks[:-1])
 
 
+def test_realtime_blocks_come_once_their_last_sample_is_heard(tmp_path: Path) -> None:
+    import time
+
+    write_wav(tmp_path / "a.wav", tone(300, SAMPLE_RATE, 0.3), SAMPLE_RATE, 1)
+    for chunk in FileSource(tmp_path / "a.wav", realtime=True).chunks(threading.Event()):
+        assert time.monotonic() >= chunk.start_mono + chunk.duration_s - 0.001
+
+
 def test_missing_and_corrupt_files_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match=r"audio file .*nope.wav: no such file"):
         FileSource(tmp_path / "nope.wav")
