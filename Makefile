@@ -73,6 +73,7 @@ test: lint typecheck
 
 bench: setup-dev
 	$(BIN)/bellad bench --out bench/out
+	$(BIN)/python -m bench.sentiment
 
 # --- service ------------------------------------------------------------------
 install:
