@@ -761,11 +761,24 @@ def test_resolve_model_builtin(models_dir: Path) -> None:
 
     builtin = builtin_sentiment_dir()
     assert builtin.parts[-3:] == ("bellad", "data", "sentiment")
-    if missing_files("sentiment", builtin):  # bellad/data/sentiment has not landed yet
-        with pytest.raises(ModelError, match="built-in sentiment model is missing"):
-            resolve_model("builtin", "sentiment", models_dir)
-    else:
-        assert resolve_model("builtin", "sentiment", models_dir) == builtin
+    assert not missing_files("sentiment", builtin)
+    assert resolve_model("builtin", "sentiment", models_dir) == builtin
+
+
+def test_a_damaged_package_names_the_builtin_model_and_the_reinstall(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bellad.modelstore.resolve as resolve
+
+    partial = tmp_path / "sentiment"
+    partial.mkdir()
+    shutil.copy(resolve.builtin_sentiment_dir() / "config.json", partial)
+    monkeypatch.setattr(resolve, "builtin_sentiment_dir", lambda: partial)
+    with pytest.raises(ModelError) as err:
+        resolve_model("builtin", "sentiment", models_dir)
+    message = str(err.value)
+    assert "built-in sentiment model is missing" in message and "model.onnx" in message
+    assert "pip install --force-reinstall bellad" in message
 
 
 # -- offline mode, and the fake hub itself --------------------------------------------

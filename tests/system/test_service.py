@@ -6,9 +6,10 @@ at /src and installed with ``scripts/install.sh --enable`` (``make install``
 without ``--now``: the models must be imported before the first start). Then,
 as an administrator would on a device:
 
-* the generated test models (Whisper tiny with random weights, the small ONNX
-  sentiment model) are imported with ``bellad models import``, run as the
-  user ``bellad``, into the unit's state directory ``/var/lib/bellad/models``;
+* the generated Whisper test model (tiny architecture, random weights) is
+  imported with ``bellad models import``, run as the user ``bellad``, into
+  the unit's state directory ``/var/lib/bellad/models``; sentiment is the
+  built-in model, which the install put inside the package;
 * ``/etc/bellad/bellad.toml`` points at them and at a file source: real
   speech (the pocketsphinx "cards" clips with silence between) looped in
   real time from ``/etc/bellad/speech.wav``, since the container has no
@@ -51,7 +52,6 @@ STAGE = "/srv/bellad-test"  # readable by everyone: what the user bellad imports
 DROP_IN = f"/etc/systemd/system/{UNIT}.d/test.conf"
 SITE = "systemtest"
 WHISPER = "whisper-test"
-SENTIMENT = "sentiment-test"
 WATCHDOG_S = 4
 TIMEOUT_STOP_S = 30  # TimeoutStopSec= of the shipped unit
 #: systemd's catalog ids of "Started <unit>" and "Stopped <unit>" (the start or stop job finished)
@@ -71,8 +71,7 @@ def service_config(**sections: dict[str, Any]) -> dict[str, Any]:
             "max_new_tokens": 24,
             "guard": {"enabled": False},
         },
-        # bellad/data/sentiment (the "builtin" model) is not shipped yet
-        "sentiment": {"model": SENTIMENT},
+        "sentiment": {"model": "builtin"},
         "mqtt": {"enabled": False},
     }
     for name, values in sections.items():
@@ -182,10 +181,9 @@ class Service:
 
 
 def stage_inputs(c: Container, scratch: Path) -> None:
-    """Copy the test models, the speech file and the config into the container."""
+    """Copy the Whisper test model, the speech file and the config into the container."""
     models = ensure_test_models()
     c.copy_in(models.whisper, f"{STAGE}/{WHISPER}")
-    c.copy_in(models.sentiment, f"{STAGE}/{SENTIMENT}")
     samples, _ = join_clips(cards(data_dir()), gap_s=1.5)
     c.copy_in(write_wav(scratch / "speech.wav", samples), f"{STAGE}/speech.wav")
     c.write_file(f"{STAGE}/bellad.toml", tomli_w.dumps(service_config()))
@@ -203,14 +201,13 @@ def install(c: Container) -> None:
     c.check(["install", "-d", "-m", "0750", "-o", "bellad", "-g", "bellad", "/var/lib/bellad"])
     # --models-dir: run outside the unit (no $STATE_DIRECTORY), `bellad models` would
     # otherwise use ~bellad/.local/state/bellad/models, not the unit's state directory
-    for name in (WHISPER, SENTIMENT):
-        c.check(
-            [
-                *("/opt/bellad/bin/bellad", "models", "--models-dir", MODELS_DIR),
-                *("import", f"{STAGE}/{name}", "--name", name),
-            ],
-            user="bellad",
-        )
+    c.check(
+        [
+            *("/opt/bellad/bin/bellad", "models", "--models-dir", MODELS_DIR),
+            *("import", f"{STAGE}/{WHISPER}", "--name", WHISPER),
+        ],
+        user="bellad",
+    )
     c.write_file(DROP_IN, f"[Service]\nWatchdogSec={WATCHDOG_S}s\n")
     c.check(["systemctl", "daemon-reload"])
 
@@ -247,7 +244,7 @@ def test_install_put_everything_in_place(service: Service) -> None:
         user="bellad",
     ).stdout
     names = {m["name"] for m in json.loads(installed)}
-    assert names == {WHISPER, SENTIMENT}
+    assert names == {WHISPER}
     c.check(["/opt/bellad/bin/bellad", "--config", CONFIG, "check-config"], user="bellad")
     props = show(c, "UnitFileState", "DropInPaths", "FragmentPath")
     assert props["UnitFileState"] == "enabled"
@@ -301,7 +298,7 @@ def test_start_returns_once_ready_and_active(service: Service) -> None:
     assert mono(warm) < mono(ready), "ready before the warm-up"
     assert mono(warm) < active_at, "active before the warm-up was logged"
     assert mono(warm) < mono(started), "start job finished before the warm-up was logged"
-    assert first(found, "loaded sentiment model")
+    assert "builtin" in first(found, "loaded sentiment model")["MESSAGE"]
 
 
 def test_status_shows_the_status_line(service: Service) -> None:
