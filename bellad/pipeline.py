@@ -34,7 +34,6 @@ from bellad.audio import AudioSource
 from bellad.config import GuardConfig, PipelineConfig
 from bellad.errors import BelladError
 from bellad.events import Event, Result, Utterance
-from bellad.memory import release_free_memory
 from bellad.queues import BoundedQueue
 from bellad.sentiment import SentimentScorer
 from bellad.sinks import Sink
@@ -234,10 +233,6 @@ class Pipeline:
                     self.events.put(result)
                 elif result is not None:
                     self._counts["muted"] += 1
-                if not len(self.backlog):
-                    # the result is on its way; give the model's scratch memory back
-                    # (a few ms, while nobody waits) so that silence costs less memory
-                    release_free_memory()
         finally:
             self._abandon.set()
             self.events.close()
