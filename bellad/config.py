@@ -225,7 +225,7 @@ class AudioConfig(Section):
     device: int | str | None = Field(None, description="index or name substring")
     rate: Int | None = Field(None, ge=8000, le=192_000, description="capture rate")
     channels: Int = Field(1, ge=1, le=32)
-    block_ms: Int = Field(60, ge=10, le=200)
+    block_ms: Int = Field(30, ge=10, le=200)
     queue_s: Float = Field(10.0, gt=0, le=120, description="capture buffer")
     stall_timeout_s: Float = Field(5.0, gt=0, le=300)
     reopen_min_s: Float = Field(0.5, gt=0, le=60)
