@@ -65,6 +65,16 @@ class ModelsContext:
         return config
 
 
+# the options of the commands that download
+endpoint_option = click.option(
+    "--endpoint",
+    envvar="HF_ENDPOINT",
+    default=None,
+    help="Hub or mirror to download from [env: HF_ENDPOINT; default: https://huggingface.co].",
+)
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+
+
 @click.group(cls=BelladGroup)
 @click.option(
     "--models-dir",
@@ -84,13 +94,8 @@ def models(ctx: click.Context, models_dir: Path | None) -> None:
 @click.argument("names", nargs=-1, required=True)
 @click.option("--revision", default=None, help="Branch, tag or commit to pull [default: main].")
 @click.option("--force", is_flag=True, help="Download again even if installed and intact.")
-@click.option(
-    "--endpoint",
-    envvar="HF_ENDPOINT",
-    default=None,
-    help="Hub or mirror to download from [env: HF_ENDPOINT; default: https://huggingface.co].",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@endpoint_option
+@quiet_option
 @click.pass_obj
 def pull(
     obj: ModelsContext,
@@ -116,13 +121,8 @@ def pull(
 
 
 @models.command()
-@click.option(
-    "--endpoint",
-    envvar="HF_ENDPOINT",
-    default=None,
-    help="Hub or mirror to download from [env: HF_ENDPOINT; default: https://huggingface.co].",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@endpoint_option
+@quiet_option
 @click.pass_obj
 def ensure(obj: ModelsContext, endpoint: str | None, quiet: bool) -> None:
     """Pull the models the config names that are not installed; no network if all are.

@@ -345,12 +345,9 @@ def quantize_member(member: Member) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     with torch.no_grad():
         for name in QUANTIZED:
             weight = params[name].detach().numpy()
-            if name == EMBED4:
-                q, scale = quantize_rows4(weight)
-                params[name].copy_(torch.from_numpy(dequantize(unpack4(q), scale)))
-            else:
-                q, scale = quantize_rows(weight)
-                params[name].copy_(torch.from_numpy(dequantize(q, scale)))
+            four = name == EMBED4
+            q, scale = quantize_rows4(weight) if four else quantize_rows(weight)
+            params[name].copy_(torch.from_numpy(dequantize(unpack4(q) if four else q, scale)))
             out[name] = (q, scale)
     return out
 

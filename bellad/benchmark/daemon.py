@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bellad.benchmark.services import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -243,13 +244,7 @@ class DaemonRun:
         """SIGTERM, then wait for the exit status (SIGKILL after ``timeout``)."""
         assert self.proc is not None and self.sampler is not None
         self.sample()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, timeout)
         self.sampler.stop()
         if self._reader is not None:
             self._reader.join(10)

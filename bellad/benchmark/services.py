@@ -66,15 +66,16 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+    """SIGTERM and wait up to ``timeout`` for the exit, then SIGKILL; nothing if it is gone."""
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(5)
+        proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(5)
+        proc.wait(10)
 
 
 class Mosquitto:
@@ -121,7 +122,7 @@ class Mosquitto:
         return False
 
     def stop(self) -> None:
-        _stop(self._proc)
+        stop_process(self._proc)
 
 
 _PULSE_SCRIPT = """\
@@ -216,4 +217,4 @@ class SoundServer:
         return self.socket.exists() and self.fifo.exists()
 
     def stop(self) -> None:
-        _stop(self._proc)
+        stop_process(self._proc)

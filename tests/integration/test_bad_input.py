@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-
-def bellad(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bellad", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.support.cli import run_bellad
 
 
 def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
@@ -28,7 +19,7 @@ def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
 def test_missing_model_folder(make_config: Callable[..., Path], tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
     config = make_config({"transcribe": {"model": str(missing)}})
-    proc = bellad("--config", str(config), "transcribe", "-")
+    proc = run_bellad("--config", str(config), "transcribe", "-")
     assert proc.returncode != 0
     (line,) = error_lines(proc)
     assert "whisper model" in line and str(missing) in line
@@ -37,7 +28,7 @@ def test_missing_model_folder(make_config: Callable[..., Path], tmp_path: Path) 
 def test_corrupt_wav(make_config: Callable[..., Path], tmp_path: Path) -> None:
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF\xff\xff\xff\xffWAVEfmt \x10\x00\x00\x00" + bytes(40))
-    proc = bellad("--config", str(make_config()), "transcribe", str(bad))
+    proc = run_bellad("--config", str(make_config()), "transcribe", str(bad))
     assert proc.returncode != 0
     (line,) = error_lines(proc)
     assert line.startswith(f"bellad: error: audio file {bad}: ")
@@ -45,7 +36,7 @@ def test_corrupt_wav(make_config: Callable[..., Path], tmp_path: Path) -> None:
 
 def test_unknown_device_name(make_config: Callable[..., Path]) -> None:
     config = make_config({"audio": {"device": "No Such Microphone 9000"}})
-    proc = bellad("--config", str(config), "run", timeout=120)
+    proc = run_bellad("--config", str(config), "run", timeout=120)
     assert proc.returncode != 0
     (line,) = error_lines(proc)
     assert "audio.device = 'No Such Microphone 9000'" in line
@@ -55,7 +46,7 @@ def test_unknown_device_name(make_config: Callable[..., Path]) -> None:
 def test_config_with_wrong_types(tmp_path: Path, command: str) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[vad]\nframe_ms = "thirty"\n[mqtt]\nport = true\n')
-    proc = bellad("--config", str(config), command)
+    proc = run_bellad("--config", str(config), command)
     assert proc.returncode == (1 if command == "check-config" else 78)
     assert "Traceback" not in proc.stderr
     assert f"config file {config}: 2 problems:" in proc.stderr
@@ -64,13 +55,13 @@ def test_config_with_wrong_types(tmp_path: Path, command: str) -> None:
 
 
 def test_check_config_accepts_the_shipped_file() -> None:
-    proc = bellad("--config", "config/bellad.toml", "check-config")
+    proc = run_bellad("--config", "config/bellad.toml", "check-config")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "config/bellad.toml: valid"
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
-    proc = bellad("--config", str(tmp_path / "nope.toml"), "run")
+    proc = run_bellad("--config", str(tmp_path / "nope.toml"), "run")
     assert proc.returncode == 78
     (line,) = error_lines(proc)
     assert "nope.toml: cannot read it" in line

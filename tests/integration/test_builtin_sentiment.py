@@ -9,7 +9,6 @@ It needs torch (the ``train`` extra, installed by ``make test``).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from bellad.config import SentimentConfig
 from bellad.modelstore import builtin_sentiment_dir
 from bellad.sentiment import OnnxSentiment
+from tests.support.cli import run_bellad
 
 BUILTIN = builtin_sentiment_dir()
 
@@ -162,13 +162,7 @@ def test_transcribe_scores_with_the_builtin_model(
     """``sentiment.model = "builtin"`` through the daemon's code path, as a fresh install runs."""
     config = make_config({"sentiment": {"model": "builtin"}})
     jfk = data / "audio" / "jfk" / "jfk.wav"
-    done = subprocess.run(
-        [sys.executable, "-m", "bellad", "--config", str(config), "transcribe", str(jfk)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_bellad("--config", str(config), "transcribe", str(jfk), timeout=300)
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     assert events

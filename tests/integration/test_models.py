@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,6 +55,7 @@ from tests.support.hub import (
     Stall,
     catalog_repos,
 )
+from tests.support.tools import wait_until
 
 CHUNK = hub_constants.DOWNLOAD_CHUNK_SIZE  # what http_get writes at a time
 MiB = 1 << 20
@@ -125,13 +125,6 @@ def flip_byte(path: Path, offset: int) -> None:
 
 def partials(models_dir: Path) -> list[Path]:
     return sorted((models_dir / ".cache" / "downloads").glob("*.part"))
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 # -- pull ----------------------------------------------------------------------
@@ -370,12 +363,17 @@ def test_a_killed_pull_is_resumed_with_a_range_request(
     )  # fmt: skip
     try:
         assert stall.reached.wait(timeout=60), "the download never started"
-        wait_for(lambda: bool(partials(models_dir)) and partials(models_dir)[0].stat().st_size > 0)
+        wait_until(
+            lambda: bool(partials(models_dir)) and partials(models_dir)[0].stat().st_size > 0,
+            30,
+            "a partial download with bytes in it",
+        )
     finally:
         proc.kill()
         proc.communicate()
         stall.release.set()
-    wait_for(lambda: len(hub.downloads("model.bin")) == 1)  # the stalled request has ended
+    # the stalled request has ended
+    wait_until(lambda: len(hub.downloads("model.bin")) == 1, 30, "the stalled request's end")
     assert not (models_dir / "tiny.en").exists()
     kept = partials(models_dir)[0].stat().st_size
 

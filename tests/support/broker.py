@@ -26,6 +26,7 @@ from tests.support.tools import (
     port_open,
     remove_tree,
     require_program,
+    stop_process,
     tail,
     wait_until,
 )
@@ -294,15 +295,7 @@ class Mosquitto:
             raise BrokerError(self._failure(f"broker did not answer after saving: {outcome}"))
 
     def _signal(self, sig: signal.Signals, timeout: float) -> None:
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5.0)
+        stop_process(self._proc, sig, timeout)
 
     def close(self) -> None:
         """Stop the broker and remove its folder."""

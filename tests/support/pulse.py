@@ -17,7 +17,6 @@ daemon gets private ``HOME``/``XDG_CONFIG_HOME``, no D-Bus address, and
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -25,7 +24,14 @@ from types import TracebackType
 
 from tests.support.feeder import RATE, PipeFeeder
 from tests.support.signals import chirp, find_exact
-from tests.support.tools import MissingProgram, remove_tree, require_program, tail, wait_until
+from tests.support.tools import (
+    MissingProgram,
+    remove_tree,
+    require_program,
+    stop_process,
+    tail,
+    wait_until,
+)
 
 __all__ = ["PipeFeeder", "PulseServer", "chirp", "find_exact"]
 
@@ -190,14 +196,7 @@ class PulseServer:
         if self._feeder is not None:
             self._feeder.stop()
             self._feeder = None
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5.0)
+        stop_process(self._proc)
 
     def close(self) -> None:
         """Stop everything and remove the temp folder."""

@@ -7,8 +7,10 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -110,6 +112,20 @@ def check_reachable(path: Path, user: pwd.struct_passwd | None) -> None:
             f"{parent} is not searchable by user {user.pw_name!r}, which the daemon runs as: "
             "put its folder elsewhere (the default temp folder works)"
         )
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 5.0
+) -> None:
+    """Send ``sig`` and wait up to ``timeout`` for the exit, then SIGKILL; nothing if gone."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5.0)
 
 
 def remove_tree(path: Path) -> None:

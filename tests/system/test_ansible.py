@@ -32,7 +32,6 @@ import queue
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -47,6 +46,7 @@ import pytest
 
 from tests.support.container import Container, base_image, cache_dir, pip_paths
 from tests.support.hub import FakeHub
+from tests.support.tools import free_ports
 
 pytestmark = pytest.mark.system
 
@@ -231,13 +231,6 @@ def chroot_wrapper(root: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the home
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_wav(path: Path) -> None:
@@ -432,7 +425,8 @@ def home(tmp_path_factory: pytest.TempPathFactory, test_models: Any) -> Iterator
     # the model hub, on the host's network, which the container shares: serves tiny.en
     hub = FakeHub()
     hub.add_repo("Systran/faster-whisper-tiny.en", test_models.whisper)
-    result = Home(folder, free_port(), test_models, hub, env=ansible_env(folder))
+    (port,) = free_ports(1)
+    result = Home(folder, port, test_models, hub, env=ansible_env(folder))
     result.inventory_dir.mkdir()
     write_wav(folder / "speech.wav")
     result.timings["image"] = time.monotonic() - started

@@ -20,6 +20,7 @@ from tests.support.broker import BrokerConfig, Mosquitto
 from tests.support.daemon import DaemonProcess
 from tests.support.mqtt_clients import Message, Subscriber
 from tests.support.speech import cards, join_clips, write_wav
+from tests.support.tools import wait_until
 
 TOPIC = "bellad/testroom/transcript"
 
@@ -79,14 +80,6 @@ def outbox_depth(state_dir: Path) -> int:
             return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         except sqlite3.OperationalError:  # created, schema not written yet
             return 0
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_broker_down_at_start(

@@ -54,6 +54,13 @@ def mqtt_config(broker: Mosquitto, wav: Path, **audio: Any) -> dict[str, Any]:
     }
 
 
+@pytest.fixture
+def silent_config(mosquitto: Mosquitto, make_config: Callable[..., Path], tmp_path: Path) -> Path:
+    """A config whose daemon loops 3 s of silence and publishes to ``mosquitto``."""
+    silence = write_wav(tmp_path / "silence.wav", np.zeros(16_000 * 3, np.int16))
+    return make_config(mqtt_config(mosquitto, silence, loop=True))
+
+
 def test_every_topic_arrives_and_validates(
     mosquitto: Mosquitto,
     subscriber: Callable[..., Subscriber],
@@ -141,13 +148,11 @@ def test_mute_stops_transcription_shows_in_state_and_survives_restart(
 def test_home_assistant_birth_sends_discovery_again(
     mosquitto: Mosquitto,
     subscriber: Callable[..., Subscriber],
-    make_config: Callable[..., Path],
+    silent_config: Path,
     tmp_path: Path,
 ) -> None:
-    silence = write_wav(tmp_path / "silence.wav", np.zeros(16_000 * 3, np.int16))
     sub = subscriber(mosquitto, "homeassistant/device/#")
-    config = make_config(mqtt_config(mosquitto, silence, loop=True))
-    with DaemonProcess(config, tmp_path) as daemon:
+    with DaemonProcess(silent_config, tmp_path) as daemon:
         daemon.start()
         first = sub.wait_for(lambda m: not m.retain, timeout=60)
         payload = validate(first[0], "homeassistant-discovery")
@@ -161,13 +166,11 @@ def test_home_assistant_birth_sends_discovery_again(
 def test_listening_set_rejects_nonsense(
     mosquitto: Mosquitto,
     subscriber: Callable[..., Subscriber],
-    make_config: Callable[..., Path],
+    silent_config: Path,
     tmp_path: Path,
 ) -> None:
-    silence = write_wav(tmp_path / "silence.wav", np.zeros(16_000 * 3, np.int16))
     sub = subscriber(mosquitto, f"{BASE}/state")
-    config = make_config(mqtt_config(mosquitto, silence, loop=True))
-    with DaemonProcess(config, tmp_path) as daemon:
+    with DaemonProcess(silent_config, tmp_path) as daemon:
         daemon.start()
         sub.wait_for(f"{BASE}/state", timeout=60)
         publish(mosquitto.endpoint(), f"{BASE}/listening/set", "sometimes")
@@ -203,13 +206,11 @@ def test_mqtt5_delivers_and_reports_a_publish_the_acl_refuses(
 def test_hermes_toggles_act_as_the_mute(
     mosquitto: Mosquitto,
     subscriber: Callable[..., Subscriber],
-    make_config: Callable[..., Path],
+    silent_config: Path,
     tmp_path: Path,
 ) -> None:
-    silence = write_wav(tmp_path / "silence.wav", np.zeros(16_000 * 3, np.int16))
     sub = subscriber(mosquitto, f"{BASE}/state")
-    config = make_config(mqtt_config(mosquitto, silence, loop=True))
-    with DaemonProcess(config, tmp_path) as daemon:
+    with DaemonProcess(silent_config, tmp_path) as daemon:
         daemon.start()
         sub.wait_for(f"{BASE}/state", timeout=60)
 

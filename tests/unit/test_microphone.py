@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from bellad.config import AudioConfig
 from bellad.errors import AudioError
 from bellad.events import AudioChunk
 from bellad.microphone import Callback, DeviceInfo, Microphone, choose_format, select_device
+from tests.support import tools
 
 USB = DeviceInfo(3, "USB PnP Sound Device: Audio (hw:1,0)", 2, 48_000)
 PULSE = DeviceInfo(5, "pulse", 32, 44_100, is_default=True)
@@ -102,12 +104,8 @@ def collect(mic: Microphone, stop: threading.Event, out: list[AudioChunk]) -> th
     return thread
 
 
-def wait_until(predicate: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
+def wait_until(predicate: Callable[[], bool]) -> None:
+    tools.wait_until(predicate, 5.0, "the microphone's thread", interval=0.01)
 
 
 def test_48k_stereo_device_yields_16k_mono() -> None:
