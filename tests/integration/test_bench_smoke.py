@@ -61,4 +61,3 @@ def test_wer_mode_scores_both_encoder_inputs(tmp_path: Path, data: Path) -> None
         assert result[mode]["wer"] >= 0.0  # random weights: high, but a number
         assert result[mode]["reference_words"] > 10
     assert "padded" in done.stdout and "trimmed" in done.stdout
-
