@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,13 @@ class AudioSource(Protocol):
     live: bool  # True when audio arrives in real time and cannot wait (a microphone)
 
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]: ...
+
+
+@runtime_checkable
+class IdleAware(Protocol):
+    """A live source that can hand over audio in batches while no utterance is open."""
+
+    def set_idle(self, idle: bool) -> None: ...
 
 
 def mixdown(frames: npt.NDArray[np.int16], channels: int) -> Samples:

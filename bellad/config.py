@@ -227,6 +227,9 @@ class AudioConfig(Section):
     channels: Int = Field(1, ge=1, le=32)
     block_ms: Int = Field(30, ge=10, le=200)
     queue_s: Float = Field(10.0, gt=0, le=120, description="capture buffer")
+    idle_batch_ms: Int = Field(
+        120, ge=0, le=1000, description="while nobody speaks, blocks reach the VAD in batches"
+    )
     stall_timeout_s: Float = Field(5.0, gt=0, le=300)
     reopen_min_s: Float = Field(0.5, gt=0, le=60)
     reopen_max_s: Float = Field(30.0, gt=0, le=3600)

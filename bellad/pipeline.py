@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
-from bellad.audio import AudioSource
+from bellad.audio import AudioSource, IdleAware
 from bellad.config import GuardConfig, PipelineConfig
 from bellad.errors import BelladError
 from bellad.events import Event, Result, Utterance
@@ -172,18 +172,24 @@ class Pipeline:
 
     def _run_listen(self) -> None:
         was_listening = True
+        idle = True  # no utterance open: a live source may hand over audio in batches
+        set_idle = self.source.set_idle if isinstance(self.source, IdleAware) else None
+        if set_idle is not None:
+            set_idle(True)
         try:
             for chunk in self.source.chunks(self._stop):
                 self.last_audio = time.monotonic()
                 if self._next_segmenter is not None:
                     self._swap_segmenter()
-                if not self._listening.is_set():
-                    if was_listening:
-                        self._dispatch(self.segmenter.discard())
+                if self._listening.is_set():
+                    was_listening = True
+                    self._dispatch(self.segmenter.feed(chunk))
+                elif was_listening:
+                    self._dispatch(self.segmenter.discard())
                     was_listening = False
-                    continue
-                was_listening = True
-                self._dispatch(self.segmenter.feed(chunk))
+                if set_idle is not None and self.segmenter.active == idle:
+                    idle = not idle
+                    set_idle(idle)
         except BelladError as exc:  # a bad input: one line that names it
             self.source_error = exc
             log.error("%s", exc)

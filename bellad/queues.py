@@ -30,8 +30,12 @@ class BoundedQueue(Generic[T]):
         self._cond = threading.Condition()
         self._closed = False
 
-    def put(self, item: T) -> T | None:
-        """Add ``item``; return the item dropped to make room, if any."""
+    def put(self, item: T, wake_at: int = 1) -> T | None:
+        """Add ``item``; return the item dropped to make room, if any.
+
+        A waiting ``get`` is woken once ``wake_at`` items wait (or its timeout
+        passes): a producer can hand items over in batches.
+        """
         with self._cond:
             dropped: T | None = None
             if len(self._items) >= self.maxsize:
@@ -40,7 +44,8 @@ class BoundedQueue(Generic[T]):
                     return item
                 dropped = self._items.popleft()
             self._items.append(item)
-            self._cond.notify_all()
+            if len(self._items) >= wake_at:
+                self._cond.notify_all()
             return dropped
 
     def put_wait(self, item: T, stop: threading.Event, poll: float = 0.1) -> bool:

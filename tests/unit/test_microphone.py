@@ -205,3 +205,24 @@ def test_stop_interrupts_the_backoff() -> None:
 def test_a_missing_device_at_start_is_an_error() -> None:
     with pytest.raises(AudioError, match=r"audio\.device = 'Yeti'"):
         Microphone(AudioConfig(device="Yeti"), FakeBackend([PULSE]))
+
+
+def test_idle_batches_blocks_and_loses_none() -> None:
+    backend = FakeBackend([PULSE], (16_000,))
+    mic = Microphone(AudioConfig(block_ms=30, idle_batch_ms=120), backend)
+    stop, out = threading.Event(), []
+    thread = collect(mic, stop, out)
+    wait_until(lambda: backend.callback is not None)
+    block = 0
+    for idle in (True, False, True, False):
+        mic.set_idle(idle)
+        assert mic._batch == (4 if idle else 1)
+        for _ in range(10):
+            backend.push(np.full(480, block, np.int16))
+            block += 1
+    wait_until(lambda: len(out) == 40)
+    stop.set()
+    thread.join(2)
+    assert [int(c.samples[0]) for c in out] == list(range(40))
+    assert mic.dropped_blocks == 0 and not any(c.gap for c in out)
+    assert Microphone(AudioConfig(idle_batch_ms=0), FakeBackend([PULSE]))._idle_batch == 1

@@ -251,3 +251,28 @@ def test_a_file_that_is_not_live_waits_instead_of_dropping() -> None:
     assert pipeline.wait(20)
     assert sink.texts() == [f"utterance {i}" for i in range(8)]
     assert pipeline.stats().backlog_dropped == 0
+
+
+class IdleAwareSource(ListSource):
+    """Records what the pipeline tells it about batching."""
+
+    def __init__(self, audio: Samples) -> None:
+        super().__init__(audio)
+        self.idle: list[bool] = []
+
+    def set_idle(self, idle: bool) -> None:
+        self.idle.append(idle)
+
+
+def test_a_live_source_batches_only_while_no_utterance_is_open() -> None:
+    source = IdleAwareSource(speech_pattern(3))
+    pipeline = make(source, FakeTranscriber(), ListSink())
+    pipeline.start()
+    assert pipeline.wait(10)
+    assert source.idle == [True, False, True, False, True, False, True]
+    muted = IdleAwareSource(speech_pattern(3))
+    pipeline = make(muted, FakeTranscriber(), ListSink())
+    pipeline.set_listening(False)
+    pipeline.start()
+    assert pipeline.wait(10)
+    assert muted.idle == [True]  # muted: batched all along

@@ -6,6 +6,7 @@ import threading
 import time
 
 from bellad.queues import BoundedQueue
+from tests.support import tools
 
 
 def test_drop_oldest_keeps_the_newest() -> None:
@@ -56,3 +57,24 @@ def test_clear_returns_what_waited() -> None:
     q.put("b")
     assert q.clear() == ["a", "b"]
     assert len(q) == 0
+
+
+def test_a_batched_put_wakes_a_waiting_get_only_once_the_batch_is_full() -> None:
+    q: BoundedQueue[int] = BoundedQueue(10)
+    woke = threading.Event()
+    got: list[int | None] = []
+
+    def consume() -> None:
+        got.append(q.get(timeout=30))
+        woke.set()
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    tools.wait_until(lambda: len(q._cond._waiters) == 1, 5.0, "the consumer to wait")  # type: ignore[attr-defined]
+    q.put(1, wake_at=3)
+    q.put(2, wake_at=3)
+    assert not woke.wait(0.3)  # two of three: the consumer sleeps on
+    q.put(3, wake_at=3)
+    assert woke.wait(5)
+    assert got == [1]
+    assert [q.get(0), q.get(0), q.get(0)] == [2, 3, None]
