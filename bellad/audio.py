@@ -95,17 +95,60 @@ class ChunkClock:
             stop.wait(due)
 
 
-class FileSource:
-    """An audio file (WAV, FLAC, MP3, anything FFmpeg decodes) at any rate and layout."""
+class DecodedSource:
+    """Decoded audio cut into blocks: as fast as it decodes, or paced in real time.
+
+    Paced, it behaves as a microphone: a block comes once its last sample
+    would have been heard, and while idle (:meth:`set_idle`) blocks come
+    ``idle_batch_ms`` at a time.
+    """
 
     relative = True
+    name = ""
 
-    def __init__(self, path: Path, realtime: bool = False, block_ms: int = 30) -> None:
-        self.path = path
-        self.name = str(path)
+    def __init__(self, realtime: bool, block_ms: int, idle_batch_ms: int) -> None:
         self.realtime = realtime
         self.live = realtime
         self.block = SAMPLE_RATE * block_ms // 1000 if realtime else SAMPLE_RATE
+        self._idle_batch = max(1, round(idle_batch_ms / block_ms))
+        self._batch = 1
+
+    def set_idle(self, idle: bool) -> None:
+        self._batch = self._idle_batch if idle else 1
+
+    def _decoded(self) -> Iterator[Samples]:
+        raise NotImplementedError
+
+    def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
+        clock = ChunkClock()
+        blocks = _blocks(self._decoded(), clock, self.block, stop)
+        if not self.realtime:
+            yield from blocks
+            return
+        ready: list[AudioChunk] = []
+        for chunk in blocks:
+            ready.append(chunk)
+            if len(ready) >= self._batch:
+                clock.pace(stop)  # until the last block stamped so far is heard
+                if stop.is_set():
+                    return
+                yield from ready
+                ready = []
+        if ready:
+            clock.pace(stop)
+            if not stop.is_set():
+                yield from ready
+
+
+class FileSource(DecodedSource):
+    """An audio file (WAV, FLAC, MP3, anything FFmpeg decodes) at any rate and layout."""
+
+    def __init__(
+        self, path: Path, realtime: bool = False, block_ms: int = 30, idle_batch_ms: int = 0
+    ) -> None:
+        super().__init__(realtime, block_ms, idle_batch_ms)
+        self.path = path
+        self.name = str(path)
         self._probe()
 
     def _probe(self) -> None:
@@ -137,15 +180,9 @@ class FileSource:
         except av.FFmpegError as exc:
             raise AudioError(f"audio file {self.path}: cannot decode it ({_reason(exc)})") from None
 
-    def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
-        clock = ChunkClock()
-        yield from _blocks(self._decoded(), clock, self.block, self.realtime, stop)
 
-
-class RawSource:
+class RawSource(DecodedSource):
     """Raw s16le PCM from a byte stream (stdin), at a given rate and channel count."""
-
-    relative = True
 
     def __init__(
         self,
@@ -155,14 +192,13 @@ class RawSource:
         name: str = "-",
         realtime: bool = False,
         block_ms: int = 30,
+        idle_batch_ms: int = 0,
     ) -> None:
+        super().__init__(realtime, block_ms, idle_batch_ms)
         self.stream = stream
         self.rate = rate
         self.channels = channels
         self.name = name
-        self.realtime = realtime
-        self.live = realtime
-        self.block = SAMPLE_RATE * block_ms // 1000 if realtime else SAMPLE_RATE
 
     def _decoded(self) -> Iterator[Samples]:
         conditioner = Conditioner(self.rate, self.channels)
@@ -181,15 +217,11 @@ class RawSource:
             log.warning("%s: ignored %d trailing bytes (not a whole frame)", self.name, len(carry))
         yield conditioner.process(np.zeros(0, np.int16), last=True)
 
-    def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
-        clock = ChunkClock()
-        yield from _blocks(self._decoded(), clock, self.block, self.realtime, stop)
-
 
 def _blocks(
-    decoded: Iterator[Samples], clock: ChunkClock, block: int, realtime: bool, stop: threading.Event
+    decoded: Iterator[Samples], clock: ChunkClock, block: int, stop: threading.Event
 ) -> Iterator[AudioChunk]:
-    """Re-cut decoded audio into blocks of ``block`` samples, paced if asked."""
+    """Re-cut decoded audio into stamped blocks of ``block`` samples (the last may be short)."""
     pending: list[Samples] = []
     held = 0
     for samples in decoded:
@@ -202,18 +234,10 @@ def _blocks(
         joined = np.concatenate(pending)
         cut = len(joined) - len(joined) % block
         for i in range(0, cut, block):
-            chunk = clock.stamp(joined[i : i + block])
-            if realtime:
-                clock.pace(stop)  # as a microphone: a block comes once its last sample is heard
-            if stop.is_set():
-                return
-            yield chunk
+            yield clock.stamp(joined[i : i + block])
         pending, held = [joined[cut:]], len(joined) - cut
     if held:
-        chunk = clock.stamp(np.concatenate(pending))
-        if realtime:
-            clock.pace(stop)
-        yield chunk
+        yield clock.stamp(np.concatenate(pending))
 
 
 def _reason(exc: Exception) -> str:

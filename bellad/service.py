@@ -72,8 +72,8 @@ def build_source(cfg: Config) -> AudioSource:
     if audio.source == "file":
         assert audio.file is not None  # the config validator guarantees it
         if audio.loop:
-            return LoopingFile(audio.file, audio.realtime, audio.block_ms)
-        return FileSource(audio.file, realtime=audio.realtime, block_ms=audio.block_ms)
+            return LoopingFile(audio.file, audio.realtime, audio.block_ms, audio.idle_batch_ms)
+        return FileSource(audio.file, audio.realtime, audio.block_ms, audio.idle_batch_ms)
     return Microphone(audio)
 
 
@@ -82,10 +82,13 @@ class LoopingFile:
 
     relative = False
 
-    def __init__(self, path: Path, realtime: bool, block_ms: int) -> None:
-        self.inner = FileSource(path, realtime=realtime, block_ms=block_ms)
+    def __init__(self, path: Path, realtime: bool, block_ms: int, idle_batch_ms: int) -> None:
+        self.inner = FileSource(path, realtime, block_ms, idle_batch_ms)
         self.name = self.inner.name
         self.live = realtime
+
+    def set_idle(self, idle: bool) -> None:
+        self.inner.set_idle(idle)
 
     def chunks(self, stop: threading.Event) -> Iterator[AudioChunk]:
         offset = 0

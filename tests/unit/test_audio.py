@@ -12,7 +12,7 @@ import pytest
 
 from bellad.audio import Conditioner, FileSource, RawSource, mixdown, read_audio
 from bellad.errors import AudioError
-from bellad.events import SAMPLE_RATE
+from bellad.events import SAMPLE_RATE, AudioChunk
 
 
 def tone(freq: float, rate: int, seconds: float, amp: float = 10_000) -> np.ndarray:
@@ -111,6 +111,33 @@ def test_realtime_blocks_come_once_their_last_sample_is_heard(tmp_path: Path) ->
     write_wav(tmp_path / "a.wav", tone(300, SAMPLE_RATE, 0.3), SAMPLE_RATE, 1)
     for chunk in FileSource(tmp_path / "a.wav", realtime=True).chunks(threading.Event()):
         assert time.monotonic() >= chunk.start_mono + chunk.duration_s - 0.001
+
+
+def test_idle_realtime_blocks_come_in_batches_none_early_none_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from bellad import audio
+
+    write_wav(tmp_path / "a.wav", tone(300, SAMPLE_RATE, 0.6), SAMPLE_RATE, 1)
+    source = FileSource(tmp_path / "a.wav", realtime=True, block_ms=30, idle_batch_ms=90)
+    received: list[AudioChunk] = []
+    waits: list[int] = []  # how many blocks had come before each wait for real time
+    pace = audio.ChunkClock.pace
+    monkeypatch.setattr(
+        audio.ChunkClock,
+        "pace",
+        lambda clock, stop: (waits.append(len(received)), pace(clock, stop)),
+    )
+    source.set_idle(True)
+    for chunk in source.chunks(threading.Event()):
+        assert time.monotonic() >= chunk.start_mono + chunk.duration_s - 0.001  # never early
+        received.append(chunk)
+        if len(received) == 9:
+            source.set_idle(False)  # speech: every block as it comes
+    assert [c.start_sample for c in received] == list(range(0, int(0.6 * SAMPLE_RATE), 480))
+    assert waits == [0, 3, 6, *range(9, 20)]  # idle: one wait per three blocks; then each
 
 
 def test_missing_and_corrupt_files_name_the_file(tmp_path: Path) -> None:
