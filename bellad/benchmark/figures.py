@@ -168,6 +168,9 @@ def latency_figures(run: ProgrammeRun, timer: ModelTimer, repeats: int) -> dict[
             [t - m for t, m in zip(transcribe, model_ms, strict=True)]
         ),
         "model_only_repeats": repeats,
+        "model_only_noise_ms": analysis.stat(
+            [(r - a.seconds) * 1000 for a in alone for r in a.runs] if repeats > 1 else []
+        ),
         "same_text_as_model_only": (
             f"{sum(a.text == u.payload['text'] for a, u in zip(alone, found, strict=True))}"
             f"/{len(found)}"

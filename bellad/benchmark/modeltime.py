@@ -33,6 +33,7 @@ LENGTHS_S = (1, 2, 5, 10, 20)
 class Timed:
     seconds: float
     text: str
+    runs: tuple[float, ...] = ()  # each repeat's seconds, when there were repeats
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class ModelTimer:
             segments, _ = self.plain.transcribe(floats, **self.options)
             texts.append("".join(s.text for s in segments).strip())
             times.append(time.perf_counter() - started)
-        return Timed(float(np.median(times)), texts[0])
+        return Timed(float(np.median(times)), texts[0], tuple(times))
 
     def with_encode(self, audio: Samples, encode: str) -> Timed:
         """bellad's transcriber with ``transcribe.encode`` set to ``encode``."""

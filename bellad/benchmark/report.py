@@ -90,6 +90,10 @@ def table(data: dict[str, Any]) -> str:
             label="    overhead: (decision -> subscriber) - model only",
             target=_verdict(data, "latency.overhead_ms.p95"),
         ),
+        q(
+            "latency.model_only_noise_ms",
+            label="      noise floor: one model-only run - its median",
+        ),
         q("latency.overhead_ratio", 3, label="    ratio: (decision -> subscriber) / model only"),
         q(
             "latency.overhead_quiet_ms",
