@@ -33,7 +33,7 @@ import numpy as np
 from bellad.config import GuardConfig, TranscribeConfig
 from bellad.errors import ModelError
 from bellad.events import SAMPLE_RATE, Samples, Transcript
-from bellad.memory import bound_inference_caches, release_free_memory
+from bellad.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,6 @@ class WhisperTranscriber:
         self.device = choose_device(cfg.device, ctranslate2.get_cuda_device_count())
         self.compute_type = choose_compute_type(cfg.compute_type, self.device)
         self.threads = choose_threads(cfg.threads, os.cpu_count())
-        bound_inference_caches()
         started = time.monotonic()
         try:
             self.model = _trimmable_model_class()(

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 
 import pytest
 
-from bellad.memory import ONEDNN_CACHE, bound_inference_caches, release_free_memory
+from bellad.memory import release_free_memory
 
 
 def rss_kb() -> int:
@@ -40,12 +39,3 @@ def test_freed_heap_memory_goes_back() -> None:
 def test_nothing_to_release_is_no_error() -> None:
     release_free_memory()
     assert isinstance(release_free_memory(), bool)
-
-
-def test_onednn_cache_is_off_unless_the_environment_says(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ONEDNN_CACHE, raising=False)
-    bound_inference_caches()
-    assert os.environ[ONEDNN_CACHE] == "0"
-    monkeypatch.setenv(ONEDNN_CACHE, "64")  # an administrator's own choice is kept
-    bound_inference_caches()
-    assert os.environ[ONEDNN_CACHE] == "64"
