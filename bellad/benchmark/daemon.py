@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class Subscriber:
 
         self.topic = topic
         self.messages: list[Received] = []
+        self.listeners: list[Callable[[Received], None]] = []  # called on paho's thread
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bellad-bench-sub")
@@ -78,6 +80,8 @@ class Subscriber:
         with self._cond:
             self.messages.append(got)
             self._cond.notify_all()
+        for listener in list(self.listeners):
+            listener(got)
 
     def since(self, mono: float, suffix: str = "") -> list[Received]:
         with self._cond:

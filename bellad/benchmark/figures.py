@@ -28,6 +28,7 @@ from bellad.benchmark.clips import (
     speech_stream,
 )
 from bellad.benchmark.modeltime import LENGTHS_S, ModelTimer
+from bellad.benchmark.paired import PairedTimer
 from bellad.benchmark.runner import LEAD_IN_S, Bench, ProgrammeRun, Settings
 from bellad.config import TranscribeConfig, VadConfig
 
@@ -139,13 +140,39 @@ def stage_figures(run: ProgrammeRun, section: str) -> dict[str, Any]:
     }
 
 
-def latency_figures(run: ProgrammeRun, timer: ModelTimer, repeats: int) -> dict[str, Any]:
-    """Stages, and the model-only and trimmed times of exactly the same audio."""
+def daemon_transcriptions(run: ProgrammeRun) -> list[tuple[float, float]]:
+    """When the daemon was transcribing: (start, end) wall times, from each result's stamps."""
+    spans = []
+    for message in run.transcripts:
+        event = message.json()
+        ms = event["latency_ms"]
+        began = analysis.parse_time(event["end"]) + ms["queue"] / 1000
+        spans.append((began, began + ms["transcribe"] / 1000))
+    return spans
+
+
+def latency_figures(
+    run: ProgrammeRun, timer: ModelTimer, repeats: int, paired: PairedTimer | None = None
+) -> dict[str, Any]:
+    """Stages, and the model-only and trimmed times of exactly the same audio.
+
+    The model-only time of an utterance is the one ``paired`` took seconds
+    after the daemon's run when it overlapped none of the daemon's
+    transcriptions; otherwise it is timed now, after the daemon has stopped.
+    """
     out = stage_figures(run, "latency")
     found = out["_found"]
     audio = run.programme.audio
     pieces = [audio[utt.start_index : utt.end_index] for utt in found]
-    alone = [timer.model_only(piece, repeats) for piece in pieces]  # one model per pass
+    busy = daemon_transcriptions(run)
+    alone, n_paired = [], 0
+    for utt, piece in zip(found, pieces, strict=True):
+        timing = paired.results.get(utt.payload["id"]) if paired is not None else None
+        if timing is not None and not any(timing.overlaps(a, b) for a, b in busy):
+            alone.append(timing.timed)
+            n_paired += 1
+        else:
+            alone.append(timer.model_only(piece, repeats))
     trimmed = [timer.with_encode(piece, "trimmed").seconds for piece in pieces]
     model_ms = [a.seconds * 1000 for a in alone]
     after = [utt.stages()["after_close"] for utt in found]
@@ -168,6 +195,7 @@ def latency_figures(run: ProgrammeRun, timer: ModelTimer, repeats: int) -> dict[
             [t - m for t, m in zip(transcribe, model_ms, strict=True)]
         ),
         "model_only_repeats": repeats,
+        "model_only_paired": f"{n_paired}/{len(found)}",
         "model_only_noise_ms": analysis.stat(
             [(r - a.seconds) * 1000 for a in alone for r in a.runs] if repeats > 1 else []
         ),
@@ -252,15 +280,18 @@ def measure(
             ),
             via,
         )
-        timed = bench.play(
-            compose_latency(clips, gap_s=settings.gap_s, gap=quiet, lead_in_s=LEAD_IN_S), "file"
-        )
+        transcribe_cfg = TranscribeConfig.model_validate(settings.daemon.get("transcribe", {}))
+        timer = ModelTimer(models["whisper"], transcribe_cfg)  # loaded before the file run
+        latency_prog = compose_latency(clips, gap_s=settings.gap_s, gap=quiet, lead_in_s=LEAD_IN_S)
+        paired = PairedTimer(timer, latency_prog.audio, repeats).start()
+        try:
+            timed = bench.play(latency_prog, "file", listener=paired.offer)
+        finally:
+            paired.stop()
         bench.time_starts(max(0, settings.starts - 1))
         starts = [s for s in bench.starts if s.via == via]
-    transcribe_cfg = TranscribeConfig.model_validate(settings.daemon.get("transcribe", {}))
     log.info("timing the model alone (the daemon has stopped)")
-    timer = ModelTimer(models["whisper"], transcribe_cfg)
-    latency = latency_figures(timed, timer, repeats)
+    latency = latency_figures(timed, timer, repeats, paired)
     mic = stage_figures(live, "mic_latency")
     rtf = rtf_figures(timer, clips, repeats)
     silence = analysis.idle_cost(live, "idle_silence", settings.idle_s)

@@ -83,7 +83,8 @@ def table(data: dict[str, Any]) -> str:
         q("latency.publish_ms", label="    publish: hand-off + outbox + network"),
         q(
             "latency.model_only_ms",
-            label=f"    model only: faster-whisper alone, same audio, x{lat['model_only_repeats']}",
+            label=f"    model only: same audio alone, x{lat['model_only_repeats']}, "
+            f"{lat.get('model_only_paired', '0')} paired",
         ),
         q(
             "latency.overhead_ms",

@@ -207,8 +207,23 @@ class Bench:
             finally:
                 run.stop()
 
-    def play(self, prog: Programme, via: str) -> ProgrammeRun:
-        """Start a daemon and play ``prog`` into it in real time ("pulse" or "file")."""
+    def play(
+        self, prog: Programme, via: str, listener: Callable[[Received], None] | None = None
+    ) -> ProgrammeRun:
+        """Start a daemon and play ``prog`` into it in real time ("pulse" or "file").
+
+        ``listener`` sees every message the subscriber receives meanwhile.
+        """
+        assert self.subscriber is not None
+        if listener is not None:
+            self.subscriber.listeners.append(listener)
+        try:
+            return self._play(prog, via)
+        finally:
+            if listener is not None:
+                self.subscriber.listeners.remove(listener)
+
+    def _play(self, prog: Programme, via: str) -> ProgrammeRun:
         audio = prog.audio
         seconds = len(audio) / SAMPLE_RATE
         audio_file = None

@@ -36,6 +36,8 @@ def test_quick_bench_writes_every_figure(tmp_path: Path, data: Path) -> None:
     assert [t["key"] for t in result["targets"]] == [t.key for t in TARGETS]
     assert all(isinstance(t["value"], int | float) for t in result["targets"])
     assert figures["latency"]["same_text_as_model_only"] == "2/2"
+    paired, found = figures["latency"]["model_only_paired"].split("/")
+    assert found == "2" and int(paired) >= 1  # timed alone seconds after the daemon's run
     assert result["meta"]["daemon_exit_status"] == [0, 0]
     for target in TARGETS:  # the table prints each figure beside its target
         assert f"<= {target.limit:g} {target.unit}" in done.stdout
