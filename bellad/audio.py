@@ -42,6 +42,11 @@ class IdleAware(Protocol):
     def set_idle(self, idle: bool) -> None: ...
 
 
+def idle_batch_blocks(idle_batch_ms: int, block_ms: int) -> int:
+    """Blocks handed over per wake-up while idle (``audio.idle_batch_ms``; at least one)."""
+    return max(1, round(idle_batch_ms / block_ms))
+
+
 def mixdown(frames: npt.NDArray[np.int16], channels: int) -> Samples:
     """Interleaved int16 samples of ``channels`` channels to mono (the mean)."""
     if channels == 1:
@@ -110,7 +115,7 @@ class DecodedSource:
         self.realtime = realtime
         self.live = realtime
         self.block = SAMPLE_RATE * block_ms // 1000 if realtime else SAMPLE_RATE
-        self._idle_batch = max(1, round(idle_batch_ms / block_ms))
+        self._idle_batch = idle_batch_blocks(idle_batch_ms, block_ms)
         self._batch = 1
 
     def set_idle(self, idle: bool) -> None:

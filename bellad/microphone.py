@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
-from bellad.audio import Conditioner
+from bellad.audio import Conditioner, idle_batch_blocks
 from bellad.config import AudioConfig
 from bellad.errors import AudioError, MissingDependencyError
 from bellad.events import SAMPLE_RATE, AudioChunk
@@ -186,7 +186,7 @@ class Microphone:
         self._conditioner: Conditioner | None = None
         self._rate = SAMPLE_RATE
         self._queue: BoundedQueue[tuple[bytes, float]] = BoundedQueue(1)
-        self._idle_batch = max(1, round(cfg.idle_batch_ms / cfg.block_ms))
+        self._idle_batch = idle_batch_blocks(cfg.idle_batch_ms, cfg.block_ms)
         self._batch = 1  # blocks per wake-up of the pipeline's thread
         self._wait_s = max(0.25, 2 * self._idle_batch * cfg.block_ms / 1000)
 

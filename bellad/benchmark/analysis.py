@@ -282,8 +282,13 @@ def others_cores(run: ProgrammeRun, start: float, end: float) -> float | None:
     return max(0.0, machine - daemon) / (end - start)
 
 
+def transcription_span(event: dict[str, Any]) -> tuple[float, float]:
+    """When the daemon transcribed a result: (start, end) wall times, from its stamps."""
+    ms = event["latency_ms"]
+    begin = parse_time(event["end"]) + ms["queue"] / 1000
+    return begin, begin + ms["transcribe"] / 1000
+
+
 def transcription_load(run: ProgrammeRun, utt: Utterance) -> float | None:
     """What the rest of the machine used while the daemon transcribed ``utt``."""
-    ms = utt.ms
-    begin = utt.close + ms["queue"] / 1000
-    return others_cores(run, begin, begin + ms["transcribe"] / 1000)
+    return others_cores(run, *transcription_span(utt.payload))

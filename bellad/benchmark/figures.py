@@ -140,17 +140,6 @@ def stage_figures(run: ProgrammeRun, section: str) -> dict[str, Any]:
     }
 
 
-def daemon_transcriptions(run: ProgrammeRun) -> list[tuple[float, float]]:
-    """When the daemon was transcribing: (start, end) wall times, from each result's stamps."""
-    spans = []
-    for message in run.transcripts:
-        event = message.json()
-        ms = event["latency_ms"]
-        began = analysis.parse_time(event["end"]) + ms["queue"] / 1000
-        spans.append((began, began + ms["transcribe"] / 1000))
-    return spans
-
-
 def latency_figures(
     run: ProgrammeRun, timer: ModelTimer, repeats: int, paired: PairedTimer | None = None
 ) -> dict[str, Any]:
@@ -164,7 +153,7 @@ def latency_figures(
     found = out["_found"]
     audio = run.programme.audio
     pieces = [audio[utt.start_index : utt.end_index] for utt in found]
-    busy = daemon_transcriptions(run)
+    busy = [analysis.transcription_span(m.json()) for m in run.transcripts]
     alone, n_paired = [], 0
     for utt, piece in zip(found, pieces, strict=True):
         timing = paired.results.get(utt.payload["id"]) if paired is not None else None

@@ -11,7 +11,6 @@ after the daemon has stopped).
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -21,8 +20,6 @@ from typing import Any
 from bellad.benchmark.daemon import Received
 from bellad.benchmark.modeltime import ModelTimer, Timed
 from bellad.events import SAMPLE_RATE, Samples
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,7 +40,6 @@ class PairedTimer:
         self.audio = audio
         self.repeats = repeats
         self.results: dict[str, PairedTiming] = {}
-        self.skipped = 0  # arrived while the previous one was still being timed
         self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="bench-paired", daemon=True)
 
@@ -63,7 +59,6 @@ class PairedTimer:
     def _run(self) -> None:
         while (event := self._queue.get()) is not None:
             if not self._queue.empty():  # behind: the next clip may already be transcribed
-                self.skipped += 1
                 continue
             if event.get("offset_start_s") is None or event.get("offset_end_s") is None:
                 continue

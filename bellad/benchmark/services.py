@@ -137,6 +137,43 @@ load-module module-loopback source=bench_mic sink=bench_null
 """
 
 
+def pulseaudio_command(binary: str, script: Path, log_path: Path, *extra: str) -> list[str]:
+    """A user-mode pulseaudio that loads only ``script``, stays up and never asks for real time."""
+    return [
+        binary,
+        "--daemonize=no",
+        "--system=no",
+        "-n",
+        "-F",
+        str(script),
+        "--exit-idle-time=-1",
+        "--disallow-exit",
+        "--use-pid-file=no",
+        "--realtime=no",
+        "--high-priority=no",
+        f"--log-target=file:{log_path}",
+        *extra,
+    ]
+
+
+def pulseaudio_env(home: Path, runtime: Path) -> dict[str, str]:
+    """A private pulseaudio's environment: its own HOME and XDG folders, no D-Bus, no display."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PULSE_", "XDG_", "DBUS_")) and k != "DISPLAY"
+    }
+    env.update(
+        HOME=str(home),
+        XDG_RUNTIME_DIR=str(runtime),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_STATE_HOME=str(home / ".state"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        DBUS_SESSION_BUS_ADDRESS="disabled:",
+    )
+    return env
+
+
 class SoundServer:
     """A user-mode PulseAudio daemon whose default source is a FIFO-fed microphone.
 
@@ -175,30 +212,9 @@ class SoundServer:
         (self.folder / "client.conf").write_text(
             f"autospawn = no\ncookie-file = {self.folder / 'cookie'}\n"
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "XDG_", "DBUS_"))}
-        env.update(
-            HOME=str(self.home),
-            XDG_RUNTIME_DIR=str(self.runtime),
-            XDG_CONFIG_HOME=str(self.home / ".config"),
-            DBUS_SESSION_BUS_ADDRESS="disabled:",
-        )
-        args = [
-            self.binary,
-            "--daemonize=no",
-            "--system=no",
-            "-n",
-            "-F",
-            str(script),
-            "--exit-idle-time=-1",
-            "--disallow-exit",
-            "--use-pid-file=no",
-            "--realtime=no",
-            "--high-priority=no",
-            f"--log-target=file:{self.log_path}",
-        ]
         self._proc = subprocess.Popen(
-            args,
-            env=env,
+            pulseaudio_command(self.binary, script, self.log_path),
+            env=pulseaudio_env(self.home, self.runtime),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from bellad.benchmark.services import pulseaudio_command, pulseaudio_env
 from tests.support.feeder import RATE, PipeFeeder
 from tests.support.signals import chirp, find_exact
 from tests.support.tools import (
@@ -105,22 +106,6 @@ class PulseServer:
             raise RuntimeError("no feeder: start the server with feeder=True")
         return self._feeder
 
-    def _daemon_env(self) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("PULSE_", "XDG_", "DBUS_")) and k != "DISPLAY"
-        }
-        env.update(
-            HOME=str(self.home),
-            XDG_RUNTIME_DIR=str(self.runtime_dir),
-            XDG_CONFIG_HOME=str(self.home / ".config"),
-            XDG_STATE_HOME=str(self.home / ".state"),
-            XDG_CACHE_HOME=str(self.home / ".cache"),
-            DBUS_SESSION_BUS_ADDRESS="disabled:",
-        )
-        return env
-
     # -- process -----------------------------------------------------------------------
     @property
     def running(self) -> bool:
@@ -128,25 +113,11 @@ class PulseServer:
 
     def start(self, *, feeder: bool = True, timeout: float = 10.0) -> PulseServer:
         """Start the daemon, wait until the source exists, and (by default) the feeder."""
-        args = [
-            self.binary,
-            "--daemonize=no",
-            "--system=no",
-            "-n",
-            "-F",
-            str(self.script),
-            "--exit-idle-time=-1",
-            "--disallow-exit",
-            "--use-pid-file=no",
-            "--realtime=no",
-            "--high-priority=no",
-            f"--log-target=file:{self.log_path}",
-            "--log-level=info",
-            "--log-time=yes",
-        ]
         self._proc = subprocess.Popen(
-            args,
-            env=self._daemon_env(),
+            pulseaudio_command(
+                self.binary, self.script, self.log_path, "--log-level=info", "--log-time=yes"
+            ),
+            env=pulseaudio_env(self.home, self.runtime_dir),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
