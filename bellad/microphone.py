@@ -1,7 +1,7 @@
 """The microphone: PyAudio capture that never waits on later stages.
 
-PortAudio calls :meth:`Microphone._on_audio` on its own thread with each block;
-the callback only stamps the block and puts it into a bounded queue (dropping
+A capture thread (:class:`PacedReader`) calls :meth:`Microphone._on_audio` with
+each block; it only stamps the block and puts it into a bounded queue (dropping
 the oldest block when full, counted), so capture never waits on VAD or
 inference. :meth:`Microphone.chunks`, on the pipeline's thread, conditions the
 blocks to 16 kHz mono. While nobody speaks (:meth:`Microphone.set_idle`), the
@@ -49,6 +49,7 @@ class DeviceInfo:
 
 class Stream(Protocol):
     def is_active(self) -> bool: ...
+    def set_idle(self, idle: bool) -> None: ...
     def close(self) -> None: ...
 
 
@@ -106,22 +107,15 @@ class PyAudioBackend:
             return False
 
     def open(self, index: int, rate: int, channels: int, frames: int, cb: Callback) -> Stream:
-        pa = self._pyaudio
-
-        def on_block(data: bytes, count: int, info: Any, status: int) -> tuple[None, int]:
-            cb(data, status & pa.paInputOverflow)
-            return None, pa.paContinue
-
-        stream: Stream = self._pa.open(
-            format=pa.paInt16,
+        stream = self._pa.open(
+            format=self._pyaudio.paInt16,
             channels=channels,
             rate=rate,
             input=True,
             input_device_index=index,
             frames_per_buffer=frames,
-            stream_callback=on_block,
         )
-        return stream
+        return PacedReader(stream, frames, rate, cb, self._pyaudio.paInputOverflowed)
 
     def reset(self) -> None:
         self._pa.terminate()
@@ -129,6 +123,77 @@ class PyAudioBackend:
 
     def close(self) -> None:
         self._pa.terminate()
+
+
+class PacedReader:
+    """Reads an open PyAudio stream on its own thread, a block at a time, never blocking.
+
+    A read is made only once the block is there (``get_read_available``);
+    otherwise the thread sleeps until it should be, from the frames still
+    missing. This costs a fraction of PortAudio's callback thread, which wakes
+    several times per block through ALSA and the sound server's client library,
+    and unlike a blocking read it cannot hang when a device stops delivering
+    audio: the microphone sees no blocks, calls it stalled and closes it.
+
+    While idle (nobody speaks), each wait lasts ``IDLE_SLACK_S`` longer: audio
+    often arrives in pieces smaller than a block, and waking for each piece
+    costs more than the block's processing. The slack delays only the VAD's
+    view of silence; PortAudio's buffer (about three blocks) still has room.
+    """
+
+    MIN_WAIT_S = 0.002
+    IDLE_SLACK_S = 0.010
+
+    def __init__(
+        self, stream: Any, frames: int, rate: int, cb: Callback, overflow: int = -9981
+    ) -> None:
+        self._stream = stream
+        self._frames = frames
+        self._rate = rate
+        self._cb = cb
+        self._overflow = overflow  # PortAudio's paInputOverflowed
+        self._stop = threading.Event()
+        self._slack = 0.0
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="bellad-capture", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        frames, stream, stop = self._frames, self._stream, self._stop
+        try:
+            while not stop.is_set():
+                available = stream.get_read_available()
+                if available < frames:
+                    stop.wait(self.wait_s(available))
+                    continue
+                try:
+                    data = stream.read(frames, exception_on_overflow=True)
+                except OSError as exc:
+                    if exc.errno != self._overflow:
+                        raise
+                    self._cb(b"", 1)  # the device overran: that block is lost, counted
+                    continue
+                self._cb(data, 0)
+        except OSError as exc:
+            self.error = exc
+            log.warning("reading the capture stream failed: %s", exc)
+
+    def wait_s(self, available: int) -> float:
+        """How long to sleep when ``available`` frames are there: until the block should be."""
+        due = (self._frames - available) / self._rate + self._slack
+        return max(self.MIN_WAIT_S, due)
+
+    def is_active(self) -> bool:
+        return self._thread.is_alive() and bool(self._stream.is_active())
+
+    def set_idle(self, idle: bool) -> None:
+        self._slack = self.IDLE_SLACK_S if idle else 0.0
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        self._stream.close()
 
 
 def select_device(devices: list[DeviceInfo], wanted: int | str | None) -> DeviceInfo:
@@ -187,6 +252,7 @@ class Microphone:
         self._rate = SAMPLE_RATE
         self._queue: BoundedQueue[tuple[bytes, float]] = BoundedQueue(1)
         self._idle_batch = idle_batch_blocks(cfg.idle_batch_ms, cfg.block_ms)
+        self._idle = False
         self._batch = 1  # blocks per wake-up of the pipeline's thread
         self._wait_s = max(0.25, 2 * self._idle_batch * cfg.block_ms / 1000)
 
@@ -196,13 +262,17 @@ class Microphone:
 
     def set_idle(self, idle: bool) -> None:
         """Batch blocks while idle (nobody speaks, or muted); hand each over at once otherwise."""
+        self._idle = idle
         self._batch = self._idle_batch if idle else 1
+        if self._stream is not None:
+            self._stream.set_idle(idle)
 
     def _on_audio(self, data: bytes, overflow: int) -> None:
-        """PortAudio's thread: stamp and enqueue, nothing else."""
+        """The capture thread: stamp and enqueue, nothing else."""
         if overflow:
             self.overflows += 1
-        self._queue.put((data, time.monotonic()), wake_at=self._batch)
+        if data:
+            self._queue.put((data, time.monotonic()), wake_at=self._batch)
 
     def _open(self) -> None:
         if self.reopens:
@@ -220,6 +290,7 @@ class Microphone:
             )
         except OSError as exc:
             raise AudioError(f"{self.name}: cannot open it: {exc}") from None
+        self._stream.set_idle(self._idle)
         self.name = f"microphone {self.device.name!r}"
         log.info("capturing from %s at %d Hz, %d channel(s)", self.name, rate, channels)
 
@@ -298,8 +369,9 @@ class Microphone:
         quiet = time.monotonic() - self.last_audio
         if stream is not None and stream.is_active() and quiet < self.cfg.stall_timeout_s:
             return False
+        error = getattr(stream, "error", None)
         why = (
-            "the stream stopped"
+            f"the stream stopped{f': {error}' if error else ''}"
             if stream is not None and not stream.is_active()
             else (f"no audio for {quiet:.1f} s")
         )

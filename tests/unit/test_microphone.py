@@ -12,7 +12,14 @@ import pytest
 from bellad.config import AudioConfig
 from bellad.errors import AudioError
 from bellad.events import AudioChunk
-from bellad.microphone import Callback, DeviceInfo, Microphone, choose_format, select_device
+from bellad.microphone import (
+    Callback,
+    DeviceInfo,
+    Microphone,
+    PacedReader,
+    choose_format,
+    select_device,
+)
 from tests.support import tools
 
 USB = DeviceInfo(3, "USB PnP Sound Device: Audio (hw:1,0)", 2, 48_000)
@@ -23,9 +30,13 @@ class FakeStream:
     def __init__(self) -> None:
         self.active = True
         self.closed = False
+        self.idle: list[bool] = []
 
     def is_active(self) -> bool:
         return self.active
+
+    def set_idle(self, idle: bool) -> None:
+        self.idle.append(idle)
 
     def close(self) -> None:
         self.closed = True
@@ -136,11 +147,13 @@ def test_overflow_is_counted_not_fatal() -> None:
     thread = collect(mic, stop, out)
     wait_until(lambda: backend.callback is not None)
     backend.push(np.zeros(480, np.int16), overflow=1)
+    assert backend.callback is not None
+    backend.callback(b"", 1)  # the capture thread's report of a block lost to an overrun
     backend.push(np.zeros(480, np.int16))
     wait_until(lambda: len(out) == 2)
     stop.set()
     thread.join(2)
-    assert mic.overflows == 1
+    assert mic.overflows == 2
 
 
 def test_capture_never_waits_on_a_slow_consumer() -> None:
@@ -225,4 +238,104 @@ def test_idle_batches_blocks_and_loses_none() -> None:
     thread.join(2)
     assert [int(c.samples[0]) for c in out] == list(range(40))
     assert mic.dropped_blocks == 0 and not any(c.gap for c in out)
+    assert backend.stream is not None and backend.stream.idle == [False, True, False, True, False]
     assert Microphone(AudioConfig(idle_batch_ms=0), FakeBackend([PULSE]))._idle_batch == 1
+
+
+OVERFLOWED = -9981  # PortAudio's paInputOverflowed
+
+
+class FakePaStream:
+    """A blocking PyAudio stream whose audio arrives when the test says."""
+
+    def __init__(self) -> None:
+        self.available = 0
+        self.next_value = 0
+        self.fail: OSError | None = None
+        self.read_sizes: list[int] = []
+        self.active = True
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def arrive(self, frames: int) -> None:
+        with self.lock:
+            self.available += frames
+
+    def get_read_available(self) -> int:
+        with self.lock:
+            if self.fail is not None and self.fail.errno != OVERFLOWED:
+                raise self.fail
+            return self.available
+
+    def read(self, frames: int, exception_on_overflow: bool = True) -> bytes:
+        with self.lock:
+            assert frames <= self.available, "a read that would block"
+            self.available -= frames
+            self.read_sizes.append(frames)
+            if self.fail is not None:
+                fail, self.fail = self.fail, None
+                raise fail
+            self.next_value += 1
+            return np.full(frames, self.next_value, "<i2").tobytes()
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_paced_reader_reads_whole_blocks_only_once_they_are_there() -> None:
+    pa, got = FakePaStream(), []
+    reader = PacedReader(pa, 480, 16_000, lambda data, overflow: got.append((data, overflow)))
+    try:
+        pa.arrive(200)  # part of a block: nothing is read, nothing blocks
+        time.sleep(0.05)
+        assert got == [] and pa.read_sizes == []
+        pa.arrive(280 + 480 + 100)
+        wait_until(lambda: len(got) == 2)
+        time.sleep(0.05)
+        assert pa.read_sizes == [480, 480] and pa.available == 100
+        assert [np.frombuffer(d, "<i2")[0] for d, _ in got] == [1, 2]
+        assert all(len(d) == 960 and not o for d, o in got)
+        assert reader.is_active()
+    finally:
+        reader.close()
+    assert pa.closed and not reader.is_active()
+
+
+def test_paced_reader_counts_an_overrun_and_goes_on() -> None:
+    pa, got = FakePaStream(), []
+    reader = PacedReader(pa, 480, 16_000, lambda d, o: got.append((d, o)), OVERFLOWED)
+    try:
+        pa.fail = OSError(OVERFLOWED, "Input overflowed")
+        pa.arrive(960)
+        wait_until(lambda: len(got) == 2)
+        assert got[0] == (b"", 1) and got[1][1] == 0 and len(got[1][0]) == 960
+        assert reader.is_active() and reader.error is None
+    finally:
+        reader.close()
+
+
+def test_paced_reader_stops_on_a_device_error_and_says_so() -> None:
+    pa = FakePaStream()
+    reader = PacedReader(pa, 480, 16_000, lambda d, o: None, OVERFLOWED)
+    pa.fail = OSError(-9999, "Unanticipated host error")
+    wait_until(lambda: not reader.is_active())
+    assert reader.error is pa.fail
+    reader.close()
+    assert pa.closed
+
+
+def test_paced_reader_sleeps_until_the_block_is_due_longer_when_idle() -> None:
+    reader = PacedReader(FakePaStream(), 480, 16_000, lambda d, o: None)
+    try:
+        assert reader.wait_s(0) == pytest.approx(0.030)
+        assert reader.wait_s(320) == pytest.approx(0.010)
+        assert reader.wait_s(479) == PacedReader.MIN_WAIT_S
+        reader.set_idle(True)
+        assert reader.wait_s(0) == pytest.approx(0.030 + PacedReader.IDLE_SLACK_S)
+        reader.set_idle(False)
+        assert reader.wait_s(320) == pytest.approx(0.010)
+    finally:
+        reader.close()
