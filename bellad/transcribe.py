@@ -33,6 +33,7 @@ import numpy as np
 from bellad.config import GuardConfig, TranscribeConfig
 from bellad.errors import ModelError
 from bellad.events import SAMPLE_RATE, Samples, Transcript
+from bellad.lazyimport import defer
 from bellad.memory import release_free_memory
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,11 @@ def _trimmable_model_class() -> type:
 
     faster-whisper pads each window's features to 30 s before calling
     ``encode``; this subclass cuts them to ``encode_frames`` when that is set,
-    and is faster-whisper's model unchanged when it is None.
+    and is faster-whisper's model unchanged when it is None. PyAV, which
+    faster-whisper imports for decoding files, stays unloaded until a file is
+    decoded (:mod:`bellad.lazyimport`).
     """
+    defer("av")
     from faster_whisper import WhisperModel
 
     class TrimmableWhisperModel(WhisperModel):
