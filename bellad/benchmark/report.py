@@ -64,7 +64,7 @@ def table(data: dict[str, Any]) -> str:
         )
         lines.append(_row(label, part["cpu_percent"], None, "", 3))
         if part.get("capture_alone_percent") is not None:
-            floor = "      capture alone: PyAudio, empty callback, same device"
+            floor = "      capture alone: bellad's capture, no processing, same device"
             lines.append(_row(floor, part["capture_alone_percent"], None, "", 3))
     lines.append(
         _row(
