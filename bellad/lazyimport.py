@@ -33,19 +33,21 @@ class _Deferred(types.ModuleType):
 
     def _load(self) -> types.ModuleType:
         real: types.ModuleType | None = self.__dict__.get("_real")
-        if real is None:
-            with _lock:
-                real = self.__dict__.get("_real")
-                if real is None:
-                    if sys.modules.get(self.__name__) is self:
-                        del sys.modules[self.__name__]
-                    try:
-                        real = importlib.import_module(self.__name__)
-                    except BaseException:
-                        sys.modules.setdefault(self.__name__, self)
-                        raise
-                    self.__dict__["_real"] = real
+        if real is not None:
+            return real
+        with _lock:  # one thread imports; the others find it done
+            real = self.__dict__.get("_real") or self._import()
+            self.__dict__["_real"] = real
         return real
+
+    def _import(self) -> types.ModuleType:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        try:
+            return importlib.import_module(self.__name__)
+        except BaseException:
+            sys.modules.setdefault(self.__name__, self)  # a later use tries again
+            raise
 
 
 def defer(name: str) -> bool:

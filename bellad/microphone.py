@@ -5,7 +5,7 @@ each block; it only stamps the block and puts it into a bounded queue (dropping
 the oldest block when full, counted), so capture never waits on VAD or
 inference. :meth:`Microphone.chunks`, on the pipeline's thread, conditions the
 blocks to 16 kHz mono. While nobody speaks (:meth:`Microphone.set_idle`), the
-callback wakes that thread once per ``idle_batch_ms`` of audio instead of once
+capture thread wakes that thread once per ``idle_batch_ms`` of audio instead of once
 per block: the same audio, a fraction of the thread switches. A device that
 fails to open, reports an error, or stops delivering audio is closed and
 reopened with exponential backoff and jitter; the daemon keeps running
@@ -48,6 +48,8 @@ class DeviceInfo:
 
 
 class Stream(Protocol):
+    error: OSError | None  # why the stream stopped, when it failed
+
     def is_active(self) -> bool: ...
     def set_idle(self, idle: bool) -> None: ...
     def close(self) -> None: ...
@@ -144,9 +146,7 @@ class PacedReader:
     MIN_WAIT_S = 0.002
     IDLE_SLACK_S = 0.010
 
-    def __init__(
-        self, stream: Any, frames: int, rate: int, cb: Callback, overflow: int = -9981
-    ) -> None:
+    def __init__(self, stream: Any, frames: int, rate: int, cb: Callback, overflow: int) -> None:
         self._stream = stream
         self._frames = frames
         self._rate = rate
@@ -175,8 +175,7 @@ class PacedReader:
                     continue
                 self._cb(data, 0)
         except OSError as exc:
-            self.error = exc
-            log.warning("reading the capture stream failed: %s", exc)
+            self.error = exc  # the microphone reports it when it finds the stream stopped
 
     def wait_s(self, available: int) -> float:
         """How long to sleep when ``available`` frames are there: until the block should be."""
@@ -253,17 +252,20 @@ class Microphone:
         self._queue: BoundedQueue[tuple[bytes, float]] = BoundedQueue(1)
         self._idle_batch = idle_batch_blocks(cfg.idle_batch_ms, cfg.block_ms)
         self._idle = False
-        self._batch = 1  # blocks per wake-up of the pipeline's thread
         self._wait_s = max(0.25, 2 * self._idle_batch * cfg.block_ms / 1000)
 
     @property
     def dropped_blocks(self) -> int:
         return self._queue.dropped
 
+    @property
+    def _batch(self) -> int:
+        """Blocks per wake-up of the pipeline's thread."""
+        return self._idle_batch if self._idle else 1
+
     def set_idle(self, idle: bool) -> None:
         """Batch blocks while idle (nobody speaks, or muted); hand each over at once otherwise."""
         self._idle = idle
-        self._batch = self._idle_batch if idle else 1
         if self._stream is not None:
             self._stream.set_idle(idle)
 
@@ -369,7 +371,7 @@ class Microphone:
         quiet = time.monotonic() - self.last_audio
         if stream is not None and stream.is_active() and quiet < self.cfg.stall_timeout_s:
             return False
-        error = getattr(stream, "error", None)
+        error = stream.error if stream is not None else None
         why = (
             f"the stream stopped{f': {error}' if error else ''}"
             if stream is not None and not stream.is_active()

@@ -2,10 +2,10 @@
 
 ``python -m bellad.benchmark.probe --device pulse --block-ms 30`` opens the
 device as bellad's microphone does (16 kHz, mono, int16, its capture thread
-reading a block at a time) and does nothing with the audio, until SIGTERM. The benchmark runs it
-beside the daemon while both hear the idle programme: its CPU time is the
-floor that PortAudio, ALSA and the sound server's client library cost at that
-block size, whatever bellad does with the audio.
+reading a block at a time) and does nothing with the audio, until SIGTERM.
+The benchmark runs it beside the daemon while both hear the idle programme:
+its CPU time is the floor that PortAudio, ALSA and the sound server's client
+library cost at that block size, whatever bellad does with the audio.
 """
 
 from __future__ import annotations

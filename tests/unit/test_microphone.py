@@ -31,6 +31,7 @@ class FakeStream:
         self.active = True
         self.closed = False
         self.idle: list[bool] = []
+        self.error: OSError | None = None
 
     def is_active(self) -> bool:
         return self.active
@@ -287,7 +288,7 @@ class FakePaStream:
 
 def test_paced_reader_reads_whole_blocks_only_once_they_are_there() -> None:
     pa, got = FakePaStream(), []
-    reader = PacedReader(pa, 480, 16_000, lambda data, overflow: got.append((data, overflow)))
+    reader = PacedReader(pa, 480, 16_000, lambda d, o: got.append((d, o)), OVERFLOWED)
     try:
         pa.arrive(200)  # part of a block: nothing is read, nothing blocks
         time.sleep(0.05)
@@ -328,7 +329,7 @@ def test_paced_reader_stops_on_a_device_error_and_says_so() -> None:
 
 
 def test_paced_reader_sleeps_until_the_block_is_due_longer_when_idle() -> None:
-    reader = PacedReader(FakePaStream(), 480, 16_000, lambda d, o: None)
+    reader = PacedReader(FakePaStream(), 480, 16_000, lambda d, o: None, OVERFLOWED)
     try:
         assert reader.wait_s(0) == pytest.approx(0.030)
         assert reader.wait_s(320) == pytest.approx(0.010)
