@@ -1,15 +1,16 @@
 """The microphone: PyAudio capture that never waits on later stages.
 
 A capture thread (:class:`PacedReader`) calls :meth:`Microphone._on_audio` with
-each block; it only stamps the block and puts it into a bounded queue (dropping
-the oldest block when full, counted), so capture never waits on VAD or
-inference. :meth:`Microphone.chunks`, on the pipeline's thread, conditions the
-blocks to 16 kHz mono. While nobody speaks (:meth:`Microphone.set_idle`), the
-capture thread wakes that thread once per ``idle_batch_ms`` of audio instead of once
-per block: the same audio, a fraction of the thread switches. A device that
-fails to open, reports an error, or stops delivering audio is closed and
-reopened with exponential backoff and jitter; the daemon keeps running
-meanwhile and :attr:`Microphone.health` says why.
+each block (two at once while idle); it only stamps the audio and puts it into
+a bounded queue (dropping the oldest piece when full, counted), so capture
+never waits on VAD or inference. :meth:`Microphone.chunks`, on the pipeline's
+thread, conditions the audio to 16 kHz mono. While nobody speaks
+(:meth:`Microphone.set_idle`), the capture thread wakes that thread once per
+``idle_batch_ms`` of audio instead of once per block: the same audio, a
+fraction of the thread switches. A device that fails to open, reports an
+error, or stops delivering audio is closed and reopened with exponential
+backoff and jitter; the daemon keeps running meanwhile and
+:attr:`Microphone.health` says why.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from bellad.queues import BoundedQueue
 
 log = logging.getLogger(__name__)
 
+OVERRUN_LOG_S = 60.0  # at most one overrun warning a minute
+
 Health = Literal["starting", "ok", "stalled", "absent", "stopped"]
 Callback = Callable[[bytes, int], None]  # (interleaved s16le block, overflow flag)
 
@@ -49,6 +52,9 @@ class DeviceInfo:
 
 class Stream(Protocol):
     error: OSError | None  # why the stream stopped, when it failed
+
+    @property
+    def idle_blocks(self) -> int: ...  # blocks handed over per piece while idle
 
     def is_active(self) -> bool: ...
     def set_idle(self, idle: bool) -> None: ...
@@ -128,23 +134,24 @@ class PyAudioBackend:
 
 
 class PacedReader:
-    """Reads an open PyAudio stream on its own thread, a block at a time, never blocking.
+    """Reads an open PyAudio stream on its own thread, whole blocks at a time, never blocking.
 
-    A read is made only once the block is there (``get_read_available``);
-    otherwise the thread sleeps until it should be, from the frames still
+    A read is made only once the blocks are there (``get_read_available``);
+    otherwise the thread sleeps until they should be, from the frames still
     missing. This costs a fraction of PortAudio's callback thread, which wakes
     several times per block through ALSA and the sound server's client library,
     and unlike a blocking read it cannot hang when a device stops delivering
     audio: the microphone sees no blocks, calls it stalled and closes it.
 
-    While idle (nobody speaks), each wait lasts ``IDLE_SLACK_S`` longer: audio
-    often arrives in pieces smaller than a block, and waking for each piece
-    costs more than the block's processing. The slack delays only the VAD's
-    view of silence; PortAudio's buffer (about three blocks) still has room.
+    Each wake-up costs about the same whatever it reads, so while idle (nobody
+    speaks) the thread waits for ``IDLE_BLOCKS`` blocks and reads them at once:
+    PortAudio's buffer holds about three blocks, so two leave a block's margin
+    for a late wake-up. A read hands over every whole block that is there, as
+    one piece; an overrun is reported, a device error ends the thread.
     """
 
     MIN_WAIT_S = 0.002
-    IDLE_SLACK_S = 0.010
+    IDLE_BLOCKS = 2
 
     def __init__(self, stream: Any, frames: int, rate: int, cb: Callback, overflow: int) -> None:
         self._stream = stream
@@ -153,40 +160,44 @@ class PacedReader:
         self._cb = cb
         self._overflow = overflow  # PortAudio's paInputOverflowed
         self._stop = threading.Event()
-        self._slack = 0.0
+        self._want = frames  # frames to wait for before reading
         self.error: OSError | None = None
         self._thread = threading.Thread(target=self._run, name="bellad-capture", daemon=True)
         self._thread.start()
+
+    @property
+    def idle_blocks(self) -> int:
+        """Blocks per read while idle."""
+        return self.IDLE_BLOCKS
 
     def _run(self) -> None:
         frames, stream, stop = self._frames, self._stream, self._stop
         try:
             while not stop.is_set():
                 available = stream.get_read_available()
-                if available < frames:
+                if available < self._want:
                     stop.wait(self.wait_s(available))
                     continue
                 try:
-                    data = stream.read(frames, exception_on_overflow=True)
+                    data = stream.read(available - available % frames, exception_on_overflow=True)
                 except OSError as exc:
                     if exc.errno != self._overflow:
                         raise
-                    self._cb(b"", 1)  # the device overran: that block is lost, counted
+                    self._cb(b"", 1)  # the device overran: what it held is lost, counted
                     continue
                 self._cb(data, 0)
         except OSError as exc:
             self.error = exc  # the microphone reports it when it finds the stream stopped
 
     def wait_s(self, available: int) -> float:
-        """How long to sleep when ``available`` frames are there: until the block should be."""
-        due = (self._frames - available) / self._rate + self._slack
-        return max(self.MIN_WAIT_S, due)
+        """How long to sleep when ``available`` frames are there: until the read is due."""
+        return max(self.MIN_WAIT_S, (self._want - available) / self._rate)
 
     def is_active(self) -> bool:
         return self._thread.is_alive() and bool(self._stream.is_active())
 
     def set_idle(self, idle: bool) -> None:
-        self._slack = self.IDLE_SLACK_S if idle else 0.0
+        self._want = self._frames * (self.IDLE_BLOCKS if idle else 1)
 
     def close(self) -> None:
         self._stop.set()
@@ -252,6 +263,7 @@ class Microphone:
         self._queue: BoundedQueue[tuple[bytes, float]] = BoundedQueue(1)
         self._idle_batch = idle_batch_blocks(cfg.idle_batch_ms, cfg.block_ms)
         self._idle = False
+        self._overflow_logged = -OVERRUN_LOG_S
         self._wait_s = max(0.25, 2 * self._idle_batch * cfg.block_ms / 1000)
 
     @property
@@ -260,8 +272,11 @@ class Microphone:
 
     @property
     def _batch(self) -> int:
-        """Blocks per wake-up of the pipeline's thread."""
-        return self._idle_batch if self._idle else 1
+        """Pieces of audio per wake-up of the pipeline's thread (a piece is a block or more)."""
+        stream = self._stream
+        if not self._idle:
+            return 1
+        return max(1, self._idle_batch // (stream.idle_blocks if stream is not None else 1))
 
     def set_idle(self, idle: bool) -> None:
         """Batch blocks while idle (nobody speaks, or muted); hand each over at once otherwise."""
@@ -270,9 +285,18 @@ class Microphone:
             self._stream.set_idle(idle)
 
     def _on_audio(self, data: bytes, overflow: int) -> None:
-        """The capture thread: stamp and enqueue, nothing else."""
+        """The capture thread: stamp and enqueue, nothing else (but a rare warning)."""
         if overflow:
             self.overflows += 1
+            now = time.monotonic()
+            if now - self._overflow_logged >= OVERRUN_LOG_S:
+                self._overflow_logged = now
+                log.warning(
+                    "%s overran: audio was lost before bellad read it (%d overruns so far); "
+                    "is the machine too busy?",
+                    self.name,
+                    self.overflows,
+                )
         if data:
             self._queue.put((data, time.monotonic()), wake_at=self._batch)
 
@@ -354,6 +378,8 @@ class Microphone:
         finally:
             self._close()
             self.health = "stopped"
+            if self.overflows:
+                log.info("%s: %d overruns in all", self.name, self.overflows)
 
     def _condition(self, item: tuple[bytes, float], sample: int, gap: bool) -> AudioChunk:
         data, arrived = item

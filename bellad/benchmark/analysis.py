@@ -206,6 +206,12 @@ def count_lines(run: ProgrammeRun, pattern: str) -> int:
     return sum(1 for _, line in run.log_lines if re.search(pattern, line))
 
 
+def capture_overruns(run: ProgrammeRun) -> int:
+    """Times the device overran (audio lost before bellad read it), from the daemon's log."""
+    counts = [int(m[1]) for _, line in run.log_lines if (m := re.search(r"(\d+) overruns", line))]
+    return max(counts, default=0)
+
+
 def peak_memory(run: ProgrammeRun) -> dict[str, Any]:
     speech = [
         a

@@ -90,6 +90,7 @@ REQUIRED = (
     "continuous.backlog_max",
     "continuous.dropped",
     "continuous.after_close_ms.p95",
+    "capture_overruns",
     "memory.peak_rss_mb",
     "ready.ready_s.median",
     "ready.ready_s.p95",
@@ -304,6 +305,7 @@ def measure(
             "speedup_utterances": analysis.stat(latency["_trimmed_speedups"], 2),
         },
         "continuous": analysis.continuous(live, analysis.count_lines(live, r"backlog full")),
+        "capture_overruns": analysis.capture_overruns(live),
         "vad_in_noise": analysis.vad_in_noise(
             clips, VadConfig.model_validate(settings.daemon.get("vad", {})), settings.gap_s
         ),

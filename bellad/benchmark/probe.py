@@ -2,7 +2,8 @@
 
 ``python -m bellad.benchmark.probe --device pulse --block-ms 30`` opens the
 device as bellad's microphone does (16 kHz, mono, int16, its capture thread
-reading a block at a time) and does nothing with the audio, until SIGTERM.
+reading as it does while nobody speaks) and does nothing with the audio, until
+SIGTERM.
 The benchmark runs it beside the daemon while both hear the idle programme:
 its CPU time is the floor that PortAudio, ALSA and the sound server's client
 library cost at that block size, whatever bellad does with the audio.
@@ -29,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = select_device(backend.devices(), args.device)
     frames = args.rate * args.block_ms // 1000
     stream = backend.open(device.index, args.rate, 1, frames, lambda data, overflow: None)
+    stream.set_idle(True)  # the benchmark runs it while the daemon hears no speech
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print("capturing", flush=True)

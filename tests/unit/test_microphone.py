@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ class FakeStream:
         self.closed = False
         self.idle: list[bool] = []
         self.error: OSError | None = None
+        self.idle_blocks = 1
 
     def is_active(self) -> bool:
         return self.active
@@ -141,7 +143,8 @@ def test_48k_stereo_device_yields_16k_mono() -> None:
     assert starts == sorted(starts) and not any(c.gap for c in out)
 
 
-def test_overflow_is_counted_not_fatal() -> None:
+def test_overflow_is_counted_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "bellad.microphone")
     backend = FakeBackend([PULSE], (16_000,))
     mic = Microphone(AudioConfig(), backend)
     stop, out = threading.Event(), []
@@ -155,6 +158,12 @@ def test_overflow_is_counted_not_fatal() -> None:
     stop.set()
     thread.join(2)
     assert mic.overflows == 2
+    said = [r.getMessage() for r in caplog.records]
+    warned = [m for m in said if "overran" in m]  # the first is told, the next within a minute not
+    assert (
+        len(warned) == 1 and "'pulse' overran" in warned[0] and "(1 overruns so far)" in warned[0]
+    )
+    assert "microphone 'pulse': 2 overruns in all" in said
 
 
 def test_capture_never_waits_on_a_slow_consumer() -> None:
@@ -241,6 +250,10 @@ def test_idle_batches_blocks_and_loses_none() -> None:
     assert mic.dropped_blocks == 0 and not any(c.gap for c in out)
     assert backend.stream is not None and backend.stream.idle == [False, True, False, True, False]
     assert Microphone(AudioConfig(idle_batch_ms=0), FakeBackend([PULSE]))._idle_batch == 1
+    backend.stream.idle_blocks = 2  # a stream that reads two blocks at a time while idle
+    mic._stream = backend.stream
+    mic.set_idle(True)
+    assert mic._batch == 2
 
 
 OVERFLOWED = -9981  # PortAudio's paInputOverflowed
@@ -293,16 +306,34 @@ def test_paced_reader_reads_whole_blocks_only_once_they_are_there() -> None:
         pa.arrive(200)  # part of a block: nothing is read, nothing blocks
         time.sleep(0.05)
         assert got == [] and pa.read_sizes == []
-        pa.arrive(280 + 480 + 100)
-        wait_until(lambda: len(got) == 2)
+        pa.arrive(280 + 480 + 100)  # two blocks and a part: both blocks in one read
+        wait_until(lambda: len(got) == 1)
         time.sleep(0.05)
-        assert pa.read_sizes == [480, 480] and pa.available == 100
-        assert [np.frombuffer(d, "<i2")[0] for d, _ in got] == [1, 2]
-        assert all(len(d) == 960 and not o for d, o in got)
+        assert pa.read_sizes == [960] and pa.available == 100
+        assert len(got[0][0]) == 1920 and not got[0][1]
         assert reader.is_active()
     finally:
         reader.close()
     assert pa.closed and not reader.is_active()
+
+
+def test_paced_reader_waits_for_two_blocks_while_idle() -> None:
+    pa, got = FakePaStream(), []
+    reader = PacedReader(pa, 480, 16_000, lambda d, o: got.append((d, o)), OVERFLOWED)
+    try:
+        reader.set_idle(True)
+        assert reader.idle_blocks == PacedReader.IDLE_BLOCKS == 2
+        pa.arrive(480)
+        time.sleep(0.1)
+        assert got == [] and pa.read_sizes == []
+        pa.arrive(480)
+        wait_until(lambda: len(got) == 1)
+        reader.set_idle(False)  # someone speaks: each block as soon as it is there
+        pa.arrive(480)
+        wait_until(lambda: len(got) == 2)
+        assert pa.read_sizes == [960, 480]
+    finally:
+        reader.close()
 
 
 def test_paced_reader_counts_an_overrun_and_goes_on() -> None:
@@ -310,7 +341,9 @@ def test_paced_reader_counts_an_overrun_and_goes_on() -> None:
     reader = PacedReader(pa, 480, 16_000, lambda d, o: got.append((d, o)), OVERFLOWED)
     try:
         pa.fail = OSError(OVERFLOWED, "Input overflowed")
-        pa.arrive(960)
+        pa.arrive(480)
+        wait_until(lambda: len(got) == 1)
+        pa.arrive(480)
         wait_until(lambda: len(got) == 2)
         assert got[0] == (b"", 1) and got[1][1] == 0 and len(got[1][0]) == 960
         assert reader.is_active() and reader.error is None
@@ -328,14 +361,15 @@ def test_paced_reader_stops_on_a_device_error_and_says_so() -> None:
     assert pa.closed
 
 
-def test_paced_reader_sleeps_until_the_block_is_due_longer_when_idle() -> None:
+def test_paced_reader_sleeps_until_the_read_is_due() -> None:
     reader = PacedReader(FakePaStream(), 480, 16_000, lambda d, o: None, OVERFLOWED)
     try:
         assert reader.wait_s(0) == pytest.approx(0.030)
         assert reader.wait_s(320) == pytest.approx(0.010)
         assert reader.wait_s(479) == PacedReader.MIN_WAIT_S
         reader.set_idle(True)
-        assert reader.wait_s(0) == pytest.approx(0.030 + PacedReader.IDLE_SLACK_S)
+        assert reader.wait_s(0) == pytest.approx(0.060)
+        assert reader.wait_s(480) == pytest.approx(0.030)
         reader.set_idle(False)
         assert reader.wait_s(320) == pytest.approx(0.010)
     finally:
