@@ -175,17 +175,18 @@ class PacedReader:
         try:
             while not stop.is_set():
                 available = stream.get_read_available()
-                if available < self._want:
-                    stop.wait(self.wait_s(available))
-                    continue
-                try:
-                    data = stream.read(available - available % frames, exception_on_overflow=True)
-                except OSError as exc:
-                    if exc.errno != self._overflow:
-                        raise
-                    self._cb(b"", 1)  # the device overran: what it held is lost, counted
-                    continue
-                self._cb(data, 0)
+                if available >= self._want:
+                    whole = available - available % frames
+                    try:
+                        data = stream.read(whole, exception_on_overflow=True)
+                    except OSError as exc:
+                        if exc.errno != self._overflow:
+                            raise
+                        self._cb(b"", 1)  # the device overran: what it held is lost, counted
+                        continue
+                    self._cb(data, 0)
+                    available -= whole
+                stop.wait(self.wait_s(available))  # what is left is less than a read
         except OSError as exc:
             self.error = exc  # the microphone reports it when it finds the stream stopped
 
