@@ -280,10 +280,14 @@ class Microphone:
         return max(1, self._idle_batch // (stream.idle_blocks if stream is not None else 1))
 
     def set_idle(self, idle: bool) -> None:
-        """Batch blocks while idle (nobody speaks, or muted); hand each over at once otherwise."""
+        """Batch blocks while idle (nobody speaks, or muted); hand each over at once otherwise.
+
+        With ``idle_batch_ms`` at a block or less, nothing is batched: the
+        capture thread reads each block as it comes, idle or not.
+        """
         self._idle = idle
         if self._stream is not None:
-            self._stream.set_idle(idle)
+            self._stream.set_idle(idle and self._idle_batch > 1)
 
     def _on_audio(self, data: bytes, overflow: int) -> None:
         """The capture thread: stamp and enqueue, nothing else (but a rare warning)."""
@@ -317,7 +321,7 @@ class Microphone:
             )
         except OSError as exc:
             raise AudioError(f"{self.name}: cannot open it: {exc}") from None
-        self._stream.set_idle(self._idle)
+        self.set_idle(self._idle)
         self.name = f"microphone {self.device.name!r}"
         log.info("capturing from %s at %d Hz, %d channel(s)", self.name, rate, channels)
 

@@ -256,6 +256,15 @@ def test_idle_batches_blocks_and_loses_none() -> None:
     assert mic._batch == 2
 
 
+def test_without_batching_the_capture_reads_each_block_even_when_idle() -> None:
+    backend = FakeBackend([PULSE], (16_000,))
+    mic = Microphone(AudioConfig(idle_batch_ms=0), backend)
+    mic._open()
+    mic.set_idle(True)
+    assert backend.stream is not None and backend.stream.idle == [False, False]
+    mic._close()
+
+
 OVERFLOWED = -9981  # PortAudio's paInputOverflowed
 
 
