@@ -265,11 +265,9 @@ class Microphone:
         self._idle_batch = idle_batch_blocks(cfg.idle_batch_ms, cfg.block_ms)
         self._idle = False
         self._overflow_logged = -OVERRUN_LOG_S
+        self.dropped_blocks = 0  # blocks dropped because the pipeline's thread fell behind
+        self._block_bytes = 1
         self._wait_s = max(0.25, 2 * self._idle_batch * cfg.block_ms / 1000)
-
-    @property
-    def dropped_blocks(self) -> int:
-        return self._queue.dropped
 
     @property
     def _batch(self) -> int:
@@ -303,7 +301,9 @@ class Microphone:
                     self.overflows,
                 )
         if data:
-            self._queue.put((data, time.monotonic()), wake_at=self._batch)
+            lost = self._queue.put((data, time.monotonic()), wake_at=self._batch)
+            if lost is not None:
+                self.dropped_blocks += max(1, len(lost[0]) // self._block_bytes)
 
     def _open(self) -> None:
         if self.reopens:
@@ -311,6 +311,7 @@ class Microphone:
         self.device = select_device(self.backend.devices(), self.cfg.device)
         rate, channels = choose_format(self.backend, self.device, self.cfg)
         frames = rate * self.cfg.block_ms // 1000
+        self._block_bytes = frames * channels * 2
         depth = max(2, int(self.cfg.queue_s * 1000 / self.cfg.block_ms))
         self._queue = BoundedQueue(depth, "drop_oldest")
         self._conditioner = Conditioner(rate, channels)

@@ -175,6 +175,9 @@ def test_capture_never_waits_on_a_slow_consumer() -> None:
         backend.push(np.zeros(480, np.int16))
     assert time.monotonic() - started < 1.0
     assert mic.dropped_blocks == 990
+    for _ in range(20):  # pieces of two blocks, as the capture thread reads while idle
+        backend.push(np.zeros(960, np.int16))
+    assert mic.dropped_blocks == 990 + 10 + 20
 
 
 def test_a_stalled_device_is_reopened_and_the_gap_marked() -> None:
