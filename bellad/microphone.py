@@ -264,18 +264,11 @@ class Microphone:
         self._queue: BoundedQueue[tuple[bytes, float]] = BoundedQueue(1)
         self._idle_batch = idle_batch_blocks(cfg.idle_batch_ms, cfg.block_ms)
         self._idle = False
+        self._batch = 1  # pieces of audio per wake-up of the pipeline's thread (set_idle)
         self._overflow_logged = -OVERRUN_LOG_S
         self.dropped_blocks = 0  # blocks dropped because the pipeline's thread fell behind
         self._block_bytes = 1
         self._wait_s = max(0.25, 2 * self._idle_batch * cfg.block_ms / 1000)
-
-    @property
-    def _batch(self) -> int:
-        """Pieces of audio per wake-up of the pipeline's thread (a piece is a block or more)."""
-        stream = self._stream
-        if not self._idle:
-            return 1
-        return max(1, self._idle_batch // (stream.idle_blocks if stream is not None else 1))
 
     def set_idle(self, idle: bool) -> None:
         """Batch blocks while idle (nobody speaks, or muted); hand each over at once otherwise.
@@ -284,8 +277,11 @@ class Microphone:
         capture thread reads each block as it comes, idle or not.
         """
         self._idle = idle
-        if self._stream is not None:
-            self._stream.set_idle(idle and self._idle_batch > 1)
+        stream = self._stream
+        per_piece = stream.idle_blocks if stream is not None else 1
+        self._batch = max(1, self._idle_batch // per_piece) if idle else 1
+        if stream is not None:
+            stream.set_idle(idle and self._idle_batch > 1)
 
     def _on_audio(self, data: bytes, overflow: int) -> None:
         """The capture thread: stamp and enqueue, nothing else (but a rare warning)."""
