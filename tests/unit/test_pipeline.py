@@ -64,15 +64,20 @@ class FakeTranscriber:
 
     name = "fake-whisper"
 
-    def __init__(self, delay: float = 0.0, failures: int = 0) -> None:
+    def __init__(
+        self, delay: float = 0.0, failures: int = 0, gate: threading.Event | None = None
+    ) -> None:
         self.delay = delay
         self.failures = failures
+        self.gate = gate
         self.calls = 0
         self.started = threading.Event()
 
     def transcribe(self, audio: Samples) -> Transcript:
         self.calls += 1
         self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(10), "the test never opened the gate"
         time.sleep(self.delay)
         if self.failures:
             self.failures -= 1
@@ -150,17 +155,27 @@ def test_backlog_drops_the_oldest_when_full() -> None:
 
 def test_backlog_drop_newest_keeps_the_first() -> None:
     sink = ListSink()
+    gate = threading.Event()  # nothing is transcribed until all eight have been segmented
     pipeline = make(
-        ListSource(speech_pattern(8)),
-        FakeTranscriber(delay=0.3),
+        ListSource(speech_pattern(8), hold=threading.Event()),
+        FakeTranscriber(gate=gate),
         sink,
         max_backlog=2,
         overflow="drop_newest",
     )
     pipeline.start()
+    deadline = time.monotonic() + 10
+    # one utterance in the transcriber (or not yet taken), two waiting: five or six dropped
+    while pipeline.stats().backlog_dropped < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    gate.set()
+    pipeline.stop()
     assert pipeline.wait(20)
-    assert sink.texts()[:2] == ["utterance 0", "utterance 1"]
-    assert "utterance 7" not in sink.texts()
+    texts = sink.texts()
+    assert texts[:2] == ["utterance 0", "utterance 1"]
+    assert "utterance 7" not in texts
+    assert pipeline.stats().backlog_dropped == 8 - len(texts)
 
 
 def test_stop_finishes_the_utterance_in_flight() -> None:
@@ -173,6 +188,27 @@ def test_stop_finishes_the_utterance_in_flight() -> None:
     pipeline.stop()  # mid-inference
     assert pipeline.wait(10)
     assert sink.texts() == ["utterance 0"]
+
+
+def test_freed_memory_goes_back_once_idle_after_an_inference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sink = ListSink()
+    released: list[int] = []  # results delivered at each release
+    monkeypatch.setattr(
+        "bellad.pipeline.release_free_memory", lambda: released.append(len(sink.texts()))
+    )
+    monkeypatch.setattr("bellad.pipeline.RELEASE_AFTER_S", 0.05)
+    pipeline = make(ListSource(speech_pattern(2), hold=threading.Event()), FakeTranscriber(), sink)
+    pipeline.start()
+    deadline = time.monotonic() + 10
+    while len(sink.texts()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(1.5)  # idle: a release after the last result, then none while nothing comes
+    pipeline.stop()
+    assert pipeline.wait(10)
+    assert released and released[-1] == 2
+    assert len(released) <= 2  # at most once per inference, never on every idle timeout
 
 
 def test_stop_during_speech_closes_and_transcribes_it() -> None:
