@@ -5,10 +5,11 @@ Three threads, plus PortAudio's own for a microphone:
 * **listen** iterates the audio source and feeds the segmenter. Speech events
   go to the delivery queue; utterances to the backlog.
 * **infer** takes utterances from the backlog: Whisper, the hallucination
-  guard, sentiment. It never runs on the capture thread. Once it has been
-  idle for :data:`RELEASE_AFTER_S` after an inference, it gives the C heap's
-  freed scratch memory back to the system (:mod:`bellad.memory`), so that
-  between utterances the daemon holds only what it needs.
+  guard, sentiment. It never runs on the capture thread. Once nothing has
+  come for :data:`RELEASE_AFTER_S` after an inference (the conversation is
+  over), it gives the C heap's freed scratch memory back to the system
+  (:mod:`bellad.memory`), so that through the long quiet hours the daemon
+  holds only what it needs.
 * **deliver** hands every event, in order, to each sink.
 
 Backlog policy: at most ``pipeline.max_backlog`` utterances wait for
@@ -49,9 +50,11 @@ log = logging.getLogger(__name__)
 EVENT_QUEUE = (
     10_000  # speech events and results awaiting delivery: small, never dropped in practice
 )
-#: idle this long after an inference (its result delivered by then), the infer
-#: thread returns freed memory to the system: about 2 ms, never on a result's path
-RELEASE_AFTER_S = 0.25
+#: idle this long after an inference, the infer thread returns freed memory to
+#: the system (about 11 MB; the call takes 2 ms). Not after every utterance: the
+#: next transcription faults the pages back in (a few ms), which only the first
+#: utterance after a quiet spell should pay, not each one of a conversation.
+RELEASE_AFTER_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
