@@ -67,15 +67,6 @@ FRAMES_PER_SECOND = 100
 WINDOW_FRAMES = 30 * FRAMES_PER_SECOND
 
 
-#: audio at least this long gives the feature extraction's scratch memory back
-#: before the encoder runs: faster-whisper's numpy STFT leaves about 1 MB per
-#: second of audio in the C heap, where the encoder's activations (a 54 MB score
-#: matrix in the padded window) would otherwise come on top of it. 20 s of audio:
-#: peak 87 -> 64 MB above the steady level. Shorter audio leaves too little to
-#: be worth the 2 ms.
-RELEASE_BEFORE_ENCODE_S = 5.0
-
-
 def trimmed_frames(samples: int) -> int:
     """Mel frames the encoder sees in trimmed mode: the audio's, in whole seconds.
 
@@ -92,9 +83,7 @@ def _trimmable_model_class() -> type:
 
     faster-whisper pads each window's features to 30 s before calling
     ``encode``; this subclass cuts them to ``encode_frames`` when that is set,
-    and is faster-whisper's model unchanged when it is None. With
-    ``release_before_encode`` it first gives freed memory back to the system
-    (see :data:`RELEASE_BEFORE_ENCODE_S`). PyAV, which
+    and is faster-whisper's model unchanged when it is None. PyAV, which
     faster-whisper imports for decoding files, stays unloaded until a file is
     decoded (:mod:`bellad.lazyimport`).
     """
@@ -103,14 +92,11 @@ def _trimmable_model_class() -> type:
 
     class TrimmableWhisperModel(WhisperModel):
         encode_frames: int | None = None
-        release_before_encode = False
 
         def encode(self, features: Any) -> Any:
             frames = self.encode_frames
             if frames is not None and features.shape[-1] > frames:
                 features = features[..., :frames]
-            if self.release_before_encode:
-                release_free_memory()
             return super().encode(features)
 
     return TrimmableWhisperModel
@@ -209,7 +195,6 @@ class WhisperTranscriber:
     def _decode(self, audio: Samples) -> Decoded:
         floats = audio.astype(np.float32) / 32768.0
         self.model.encode_frames = self.encode_frames(len(audio))
-        self.model.release_before_encode = len(audio) >= RELEASE_BEFORE_ENCODE_S * SAMPLE_RATE
         segments, info = self.model.transcribe(floats, **self.options())
         segments = list(segments)
         tokens = sum(len(s.tokens) for s in segments)

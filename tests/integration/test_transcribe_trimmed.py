@@ -13,7 +13,7 @@ import pytest
 from bellad.audio import read_audio
 from bellad.config import TranscribeConfig
 from bellad.events import Samples
-from bellad.transcribe import RELEASE_BEFORE_ENCODE_S, WhisperTranscriber
+from bellad.transcribe import WhisperTranscriber
 
 
 @pytest.fixture(scope="module")
@@ -119,18 +119,3 @@ def test_trimmed_works_with_language_detection(test_models: Any, jfk: Samples) -
     result = whisper.transcribe(jfk[: 3 * 16_000])
     assert result.text.strip()
     assert 0.0 < result.language_probability <= 1.0
-
-
-def test_long_audio_gives_scratch_memory_back_before_the_encoder(
-    test_models: Any, jfk: Samples, encoder_inputs: list[int], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    whisper = transcriber(test_models)
-    releases: list[int] = []  # encoder calls made before each release
-    monkeypatch.setattr(
-        "bellad.transcribe.release_free_memory", lambda: releases.append(len(encoder_inputs))
-    )
-    whisper.transcribe(jfk[: 2 * 16_000])
-    assert releases == []  # short: too little to give back
-    whisper.transcribe(jfk[: round(RELEASE_BEFORE_ENCODE_S * 16_000)])
-    assert releases == [1]  # after the short one's encoder call, before this one's
-    assert encoder_inputs == [3000, 3000]
