@@ -56,9 +56,3 @@ def defer(name: str) -> bool:
         return False
     sys.modules[name] = _Deferred(name)
     return True
-
-
-def is_loaded(name: str) -> bool:
-    """Whether the real module ``name`` is loaded (not just its stand-in)."""
-    module = sys.modules.get(name)
-    return module is not None and not isinstance(module, _Deferred)

@@ -1,6 +1,6 @@
 """The pipeline: capture -> segmentation -> inference -> sinks, joined by bounded queues.
 
-Three threads, plus PortAudio's own for a microphone:
+Three threads, plus a microphone's capture thread (:mod:`bellad.microphone`):
 
 * **listen** iterates the audio source and feeds the segmenter. Speech events
   go to the delivery queue; utterances to the backlog.
@@ -240,7 +240,7 @@ class Pipeline:
         release_pending = False
         try:
             while True:
-                utterance = self.backlog.get(timeout=RELEASE_AFTER_S if release_pending else 1.0)
+                utterance = self.backlog.get(timeout=RELEASE_AFTER_S if release_pending else None)
                 if utterance is None:
                     if self.backlog.closed:
                         break

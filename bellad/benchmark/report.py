@@ -141,8 +141,7 @@ def table(data: dict[str, Any]) -> str:
         f"({c['cut_by_length']} cut at max length), deepest backlog {c['backlog_max']}, "
         f"{c['dropped']} dropped, busy {_num((c['busy_fraction'] or 0) * 100)}% of the time",
         q("continuous.after_close_ms", label="    decision -> subscriber, ms"),
-        f"  Capture overruns (audio lost at the device) in the live run: "
-        f"{f.get('capture_overruns', 0)}",
+        f"  Capture overruns (audio lost at the device) in the live run: {f['capture_overruns']}",
         "  Clips the VAD closes with pink room noise between them (offline, daemon's [vad]): "
         + ", ".join(
             f"{level} dBFS {v['closed']}/{v['clips']}" for level, v in f["vad_in_noise"].items()
