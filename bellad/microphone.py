@@ -1,7 +1,7 @@
 """The microphone: PyAudio capture that never waits on later stages.
 
 A capture thread (:class:`PacedReader`) calls :meth:`Microphone._on_audio` with
-each block (two at once while idle); it only stamps the audio and puts it into
+each block (up to four at once while idle); it only stamps the audio and puts it into
 a bounded queue (dropping the oldest piece when full, counted), so capture
 never waits on VAD or inference. :meth:`Microphone.chunks`, on the pipeline's
 thread, conditions the audio to 16 kHz mono. While nobody speaks
@@ -54,10 +54,10 @@ class Stream(Protocol):
     error: OSError | None  # why the stream stopped, when it failed
 
     @property
-    def idle_blocks(self) -> int: ...  # blocks handed over per piece while idle
+    def idle_blocks(self) -> int: ...  # the most blocks one read may gather while idle
 
     def is_active(self) -> bool: ...
-    def set_idle(self, idle: bool) -> None: ...
+    def set_read_blocks(self, blocks: int) -> None: ...  # blocks to wait for before a read
     def close(self) -> None: ...
 
 
@@ -115,15 +115,19 @@ class PyAudioBackend:
             return False
 
     def open(self, index: int, rate: int, channels: int, frames: int, cb: Callback) -> Stream:
+        period = frames * PacedReader.PERIOD_BLOCKS
         stream = self._pa.open(
             format=self._pyaudio.paInt16,
             channels=channels,
             rate=rate,
             input=True,
             input_device_index=index,
-            frames_per_buffer=frames,
+            frames_per_buffer=period,
         )
-        return PacedReader(stream, frames, rate, cb, self._pyaudio.paInputOverflowed)
+        # PortAudio reports a capture buffer's latency as its size less one period
+        buffered = round(stream.get_input_latency() * rate) + period
+        idle = idle_read_blocks(buffered, frames)
+        return PacedReader(stream, frames, rate, cb, self._pyaudio.paInputOverflowed, idle)
 
     def reset(self) -> None:
         self._pa.terminate()
@@ -131,6 +135,16 @@ class PyAudioBackend:
 
     def close(self) -> None:
         self._pa.terminate()
+
+
+def idle_read_blocks(buffered: int, frames: int) -> int:
+    """Blocks a read may wait for while idle, from the device's buffer (frames).
+
+    A device period is left as margin for a late wake-up, and at most
+    :attr:`PacedReader.IDLE_BLOCKS` (120 ms of 30-ms blocks) are gathered.
+    """
+    margin = PacedReader.PERIOD_BLOCKS
+    return max(1, min(PacedReader.IDLE_BLOCKS, buffered // frames - margin))
 
 
 class PacedReader:
@@ -144,21 +158,33 @@ class PacedReader:
     audio: the microphone sees no blocks, calls it stalled and closes it.
 
     Each wake-up costs about the same whatever it reads, so while idle (nobody
-    speaks) the thread waits for ``IDLE_BLOCKS`` blocks and reads them at once:
-    PortAudio's buffer holds about three blocks, so two leave a block's margin
-    for a late wake-up. A read hands over every whole block that is there, as
-    one piece; an overrun is reported, a device error ends the thread.
+    speaks) the thread waits for several blocks and reads them at once. The
+    device is opened with a period of ``PERIOD_BLOCKS`` blocks; PortAudio's
+    buffer holds three periods (180 ms of 30-ms blocks), so four blocks a read
+    leave a period's margin for a late wake-up (:func:`idle_read_blocks`). A
+    read hands over every whole block that is there, as one piece; an overrun
+    is reported, a device error ends the thread.
     """
 
     MIN_WAIT_S = 0.002
-    IDLE_BLOCKS = 2
+    PERIOD_BLOCKS = 2
+    IDLE_BLOCKS = 4
 
-    def __init__(self, stream: Any, frames: int, rate: int, cb: Callback, overflow: int) -> None:
+    def __init__(
+        self,
+        stream: Any,
+        frames: int,
+        rate: int,
+        cb: Callback,
+        overflow: int,
+        idle_blocks: int = IDLE_BLOCKS,
+    ) -> None:
         self._stream = stream
         self._frames = frames
         self._rate = rate
         self._cb = cb
         self._overflow = overflow  # PortAudio's paInputOverflowed
+        self._idle_blocks = idle_blocks
         self._stop = threading.Event()
         self._want = frames  # frames to wait for before reading
         self.error: OSError | None = None
@@ -167,8 +193,8 @@ class PacedReader:
 
     @property
     def idle_blocks(self) -> int:
-        """Blocks per read while idle."""
-        return self.IDLE_BLOCKS
+        """The most blocks a read may wait for while idle."""
+        return self._idle_blocks
 
     def _run(self) -> None:
         frames, stream, stop = self._frames, self._stream, self._stop
@@ -197,8 +223,8 @@ class PacedReader:
     def is_active(self) -> bool:
         return self._thread.is_alive() and bool(self._stream.is_active())
 
-    def set_idle(self, idle: bool) -> None:
-        self._want = self._frames * (self.IDLE_BLOCKS if idle else 1)
+    def set_read_blocks(self, blocks: int) -> None:
+        self._want = self._frames * max(1, min(blocks, self._idle_blocks))
 
     def close(self) -> None:
         self._stop.set()
@@ -278,10 +304,10 @@ class Microphone:
         """
         self._idle = idle
         stream = self._stream
-        per_piece = stream.idle_blocks if stream is not None else 1
-        self._batch = max(1, self._idle_batch // per_piece) if idle else 1
+        per_read = min(stream.idle_blocks, self._idle_batch) if idle and stream is not None else 1
+        self._batch = max(1, self._idle_batch // per_read) if idle else 1
         if stream is not None:
-            stream.set_idle(idle and self._idle_batch > 1)
+            stream.set_read_blocks(per_read)
 
     def _on_audio(self, data: bytes, overflow: int) -> None:
         """The capture thread: stamp and enqueue, nothing else (but a rare warning)."""

@@ -21,16 +21,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bellad.benchmark.probe")
     parser.add_argument("--device", default="pulse", help="a part of the device's name")
     parser.add_argument("--block-ms", type=int, default=30)
+    parser.add_argument("--idle-batch-ms", type=int, default=120)
     parser.add_argument("--rate", type=int, default=16_000)
     args = parser.parse_args(argv)
 
+    from bellad.audio import idle_batch_blocks
     from bellad.microphone import PyAudioBackend, select_device
 
     backend = PyAudioBackend()
     device = select_device(backend.devices(), args.device)
     frames = args.rate * args.block_ms // 1000
     stream = backend.open(device.index, args.rate, 1, frames, lambda data, overflow: None)
-    stream.set_idle(True)  # the benchmark runs it while the daemon hears no speech
+    # the benchmark runs it while the daemon hears no speech: reads as the daemon's then
+    stream.set_read_blocks(
+        min(stream.idle_blocks, idle_batch_blocks(args.idle_batch_ms, args.block_ms))
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print("capturing", flush=True)

@@ -19,6 +19,7 @@ from bellad.microphone import (
     Microphone,
     PacedReader,
     choose_format,
+    idle_read_blocks,
     select_device,
 )
 from tests.support import tools
@@ -31,15 +32,15 @@ class FakeStream:
     def __init__(self) -> None:
         self.active = True
         self.closed = False
-        self.idle: list[bool] = []
+        self.reads: list[int] = []  # blocks per read, as the microphone sets them
         self.error: OSError | None = None
         self.idle_blocks = 1
 
     def is_active(self) -> bool:
         return self.active
 
-    def set_idle(self, idle: bool) -> None:
-        self.idle.append(idle)
+    def set_read_blocks(self, blocks: int) -> None:
+        self.reads.append(blocks)
 
     def close(self) -> None:
         self.closed = True
@@ -251,12 +252,37 @@ def test_idle_batches_blocks_and_loses_none() -> None:
     thread.join(2)
     assert [int(c.samples[0]) for c in out] == list(range(40))
     assert mic.dropped_blocks == 0 and not any(c.gap for c in out)
-    assert backend.stream is not None and backend.stream.idle == [False, True, False, True, False]
+    assert backend.stream is not None and backend.stream.reads == [1, 1, 1, 1, 1]
     assert Microphone(AudioConfig(idle_batch_ms=0), FakeBackend([PULSE]))._idle_batch == 1
-    backend.stream.idle_blocks = 2  # a stream that reads two blocks at a time while idle
+    backend.stream.idle_blocks = 4  # a stream that reads up to four blocks at a time while idle
     mic._stream = backend.stream
     mic.set_idle(True)
-    assert mic._batch == 2
+    assert mic._batch == 1 and backend.stream.reads[-1] == 4  # one read of 120 ms: one piece
+    backend.stream.idle_blocks = 3  # a smaller device buffer: 90 ms a read, both handed over
+    mic.set_idle(True)
+    assert mic._batch == 1 and backend.stream.reads[-1] == 3
+    mic.set_idle(False)
+    assert mic._batch == 1 and backend.stream.reads[-1] == 1
+
+
+def test_idle_reads_never_gather_more_than_the_batch() -> None:
+    backend = FakeBackend([PULSE], (16_000,))
+    mic = Microphone(AudioConfig(block_ms=30, idle_batch_ms=60), backend)
+    mic._open()
+    assert backend.stream is not None
+    backend.stream.idle_blocks = 4
+    mic.set_idle(True)  # 60 ms asked: two blocks a read, each read handed over at once
+    assert backend.stream.reads[-1] == 2 and mic._batch == 1
+    mic._close()
+
+
+def test_idle_reads_leave_a_device_period_of_margin() -> None:
+    frames = 480  # 30-ms blocks at 16 kHz; periods of two blocks
+    assert idle_read_blocks(6 * frames, frames) == 4  # three periods: 180 ms, 60 of margin
+    assert idle_read_blocks(20 * frames, frames) == PacedReader.IDLE_BLOCKS == 4
+    assert idle_read_blocks(5 * frames, frames) == 3
+    assert idle_read_blocks(3 * frames, frames) == 1  # a small buffer: every block as it comes
+    assert idle_read_blocks(frames, frames) == 1
 
 
 def test_without_batching_the_capture_reads_each_block_even_when_idle() -> None:
@@ -264,7 +290,7 @@ def test_without_batching_the_capture_reads_each_block_even_when_idle() -> None:
     mic = Microphone(AudioConfig(idle_batch_ms=0), backend)
     mic._open()
     mic.set_idle(True)
-    assert backend.stream is not None and backend.stream.idle == [False, False]
+    assert backend.stream is not None and backend.stream.reads == [1, 1]
     mic._close()
 
 
@@ -329,21 +355,24 @@ def test_paced_reader_reads_whole_blocks_only_once_they_are_there() -> None:
     assert pa.closed and not reader.is_active()
 
 
-def test_paced_reader_waits_for_two_blocks_while_idle() -> None:
+def test_paced_reader_waits_for_several_blocks_while_idle() -> None:
     pa, got = FakePaStream(), []
     reader = PacedReader(pa, 480, 16_000, lambda d, o: got.append((d, o)), OVERFLOWED)
     try:
-        reader.set_idle(True)
-        assert reader.idle_blocks == PacedReader.IDLE_BLOCKS == 2
-        pa.arrive(480)
+        assert reader.idle_blocks == PacedReader.IDLE_BLOCKS == 4
+        reader.set_read_blocks(4)
+        pa.arrive(3 * 480)
         time.sleep(0.1)
         assert got == [] and pa.read_sizes == []
         pa.arrive(480)
         wait_until(lambda: len(got) == 1)
-        reader.set_idle(False)  # someone speaks: each block as soon as it is there
-        pa.arrive(480)
+        reader.set_read_blocks(9)  # never more than the device's buffer allows
+        pa.arrive(4 * 480)
         wait_until(lambda: len(got) == 2)
-        assert pa.read_sizes == [960, 480]
+        reader.set_read_blocks(1)  # someone speaks: each block as soon as it is there
+        pa.arrive(480)
+        wait_until(lambda: len(got) == 3)
+        assert pa.read_sizes == [4 * 480, 4 * 480, 480]
     finally:
         reader.close()
 
@@ -379,10 +408,10 @@ def test_paced_reader_sleeps_until_the_read_is_due() -> None:
         assert reader.wait_s(0) == pytest.approx(0.030)
         assert reader.wait_s(320) == pytest.approx(0.010)
         assert reader.wait_s(479) == PacedReader.MIN_WAIT_S
-        reader.set_idle(True)
-        assert reader.wait_s(0) == pytest.approx(0.060)
-        assert reader.wait_s(480) == pytest.approx(0.030)
-        reader.set_idle(False)
+        reader.set_read_blocks(4)
+        assert reader.wait_s(0) == pytest.approx(0.120)
+        assert reader.wait_s(3 * 480) == pytest.approx(0.030)
+        reader.set_read_blocks(1)
         assert reader.wait_s(320) == pytest.approx(0.010)
     finally:
         reader.close()
