@@ -15,6 +15,8 @@ backoff and jitter; the daemon keeps running meanwhile and
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import threading
 import time
@@ -80,6 +82,7 @@ class PyAudioBackend:
             raise MissingDependencyError("pyaudio", "", "Capturing from a microphone") from None
         self._pyaudio = pyaudio
         self._pa: Any = pyaudio.PyAudio()
+        unload_alsa_plugins()
 
     def devices(self) -> list[DeviceInfo]:
         try:
@@ -132,9 +135,24 @@ class PyAudioBackend:
     def reset(self) -> None:
         self._pa.terminate()
         self._pa = self._pyaudio.PyAudio()
+        unload_alsa_plugins()
 
     def close(self) -> None:
         self._pa.terminate()
+
+
+def unload_alsa_plugins() -> None:
+    """Let ALSA unload the plugins that listing the devices loaded and no stream uses.
+
+    PortAudio lists devices by opening every PCM the ALSA configuration
+    names; with Debian's libasound2-plugins that loads the a52 encoder's plugin
+    and libavcodec behind it, about 110 libraries and 10 MB resident that
+    capture never uses. ALSA keeps them until its global configuration is
+    freed, as PortAudio does when it terminates: then every plugin no open PCM
+    holds is unloaded, and the next open reads the configuration afresh.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # no ALSA (another platform)
+        ctypes.CDLL("libasound.so.2").snd_config_update_free_global()
 
 
 def idle_read_blocks(buffered: int, frames: int) -> int:

@@ -8,6 +8,9 @@ Mosquitto broker.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,3 +57,46 @@ def test_spoken_clips_become_utterances_on_stdout_and_mqtt(
         assert event["text"]
         assert event["audio_s"] >= end - start  # the whole clip, pre-roll and hangover
     assert "capturing from microphone 'pulse' at 16000 Hz" in daemon.log
+
+
+PLUGINS_CODE = """
+import json, time, pyaudio
+from bellad.microphone import PyAudioBackend, select_device
+
+def plugins():
+    maps = open("/proc/self/maps").read().split()
+    return sorted({p.rsplit("/", 1)[-1] for p in maps if "libasound_module_pcm_" in p})
+
+pa = pyaudio.PyAudio()
+listing = plugins()
+pa.terminate()
+backend = PyAudioBackend()
+after = plugins()
+got = []
+device = select_device(backend.devices(), "pulse")
+stream = backend.open(device.index, 16000, 1, 480, lambda data, overflow: got.append(len(data)))
+time.sleep(0.6)
+capturing = plugins()
+stream.close()
+backend.close()
+print(json.dumps({"listing": listing, "after": after, "capturing": capturing, "bytes": sum(got)}))
+"""
+
+
+def test_plugins_loaded_to_list_devices_are_unloaded_and_capture_works(
+    pulse: PulseServer,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PLUGINS_CODE],
+        env=os.environ | pulse.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    seen = json.loads(done.stdout.splitlines()[-1])
+    # listing the devices opens every PCM ALSA's configuration names (libasound2-plugins)
+    assert "libasound_module_pcm_a52.so" in seen["listing"], seen
+    assert seen["after"] == [], seen  # bellad's backend lets ALSA unload them at once
+    assert seen["capturing"] == ["libasound_module_pcm_pulse.so"], seen  # only what it uses
+    assert seen["bytes"] >= 16000  # and half a second of audio came through it
