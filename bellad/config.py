@@ -230,6 +230,13 @@ class AudioConfig(Section):
     idle_batch_ms: Int = Field(
         120, ge=0, le=1000, description="while nobody speaks, blocks reach the VAD in batches"
     )
+    quiet_batch_ms: Int = Field(
+        480,
+        ge=0,
+        le=2000,
+        description="while nobody speaks and the room is quiet (peaks below -36 dBFS), "
+        "blocks reach the VAD in these larger batches; louder audio at once",
+    )
     stall_timeout_s: Float = Field(5.0, gt=0, le=300)
     reopen_min_s: Float = Field(0.5, gt=0, le=60)
     reopen_max_s: Float = Field(30.0, gt=0, le=3600)

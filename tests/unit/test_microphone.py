@@ -20,6 +20,7 @@ from bellad.microphone import (
     PacedReader,
     choose_format,
     idle_read_blocks,
+    is_quiet,
     select_device,
 )
 from tests.support import tools
@@ -263,6 +264,47 @@ def test_idle_batches_blocks_and_loses_none() -> None:
     assert mic._batch == 1 and backend.stream.reads[-1] == 3
     mic.set_idle(False)
     assert mic._batch == 1 and backend.stream.reads[-1] == 1
+
+
+def test_quiet_means_every_sample_within_511() -> None:
+    def s16(*samples: int) -> bytes:
+        return np.array(samples, "<i2").tobytes()
+
+    assert is_quiet(b"") and is_quiet(s16(0, 0, 0))
+    assert is_quiet(s16(511, -512, 3, -1, 256, -257))  # peaks below -36 dBFS
+    assert not is_quiet(s16(0, 512, 0)) and not is_quiet(s16(0, 0, -513))
+    assert not is_quiet(s16(*([0] * 999), 20_000))  # one loud sample anywhere
+    assert not is_quiet(s16(-32768, 0)) and not is_quiet(s16(32767))
+
+
+def test_quiet_audio_waits_for_a_larger_batch_and_sound_wakes_at_once() -> None:
+    backend = FakeBackend([PULSE], (16_000,))
+    cfg = AudioConfig(block_ms=30, idle_batch_ms=120, quiet_batch_ms=480)
+    mic = Microphone(cfg, backend)
+    stop, out = threading.Event(), []
+    thread = collect(mic, stop, out)
+    wait_until(lambda: backend.callback is not None)
+    mic.set_idle(True)
+    assert (mic._batch, mic._quiet_batch) == (4, 16)  # one block a read (the fake stream)
+    assert mic._wait_s >= 0.96  # the thread's timeout leaves the quiet batch time to gather
+    quiet = np.full(480, 300, np.int16)
+    for _ in range(8):  # twice the idle batch, quiet: the thread is not woken for it
+        backend.push(quiet)
+    time.sleep(0.2)
+    assert out == []
+    backend.push(np.full(480, 3000, np.int16))  # a sound: everything waiting, at once
+    wait_until(lambda: len(out) == 9)
+    assert [int(c.samples[0]) for c in out] == [300] * 8 + [3000]
+    for _ in range(16):  # a whole quiet batch wakes the thread by itself
+        backend.push(quiet)
+    wait_until(lambda: len(out) == 25)
+    mic.set_idle(False)  # speech: quiet or not, every block at once
+    backend.push(quiet)
+    wait_until(lambda: len(out) == 26)
+    stop.set()
+    thread.join(2)
+    assert mic.dropped_blocks == 0 and not any(c.gap for c in out)
+    assert Microphone(cfg.model_copy(update={"quiet_batch_ms": 0}), backend)._quiet_blocks == 1
 
 
 def test_idle_reads_never_gather_more_than_the_batch() -> None:
