@@ -326,6 +326,7 @@ class Microphone:
         self._idle = False
         self._batch = 1  # pieces of audio per wake-up of the pipeline's thread (set_idle)
         self._quiet_batch = 1  # the same while the room is quiet
+        self._opened = False  # a stream was opened and none of its audio handed over yet
         self._overflow_logged = -OVERRUN_LOG_S
         self.dropped_blocks = 0  # blocks dropped because the pipeline's thread fell behind
         self._block_bytes = 1
@@ -368,7 +369,9 @@ class Microphone:
                 )
         if data:
             wake_at = self._batch
-            if self._quiet_batch > wake_at and is_quiet(data):
+            if self._opened:  # the first audio says the device delivers: no batch waits for it
+                self._opened, wake_at = False, 1
+            elif self._quiet_batch > wake_at and is_quiet(data):
                 wake_at = self._quiet_batch
             lost = self._queue.put((data, time.monotonic()), wake_at=wake_at)
             if lost is not None:
@@ -385,6 +388,7 @@ class Microphone:
         self._queue = BoundedQueue(depth, "drop_oldest")
         self._conditioner = Conditioner(rate, channels)
         self._rate = rate
+        self._opened = True
         try:
             self._stream = self.backend.open(
                 self.device.index, rate, channels, frames, self._on_audio
