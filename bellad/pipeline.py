@@ -317,11 +317,9 @@ class Pipeline:
 
     def _run_deliver(self) -> None:
         while True:
-            event = self.events.get(timeout=1.0)
+            event = self.events.get()  # no timeout: closing the queue wakes it
             if event is None:
-                if self.events.closed:
-                    break
-                continue
+                break  # closed, and everything in it delivered
             for sink in self.sinks:
                 try:
                     sink.handle(event)
