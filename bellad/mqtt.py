@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 IN_FLIGHT = 16  # QoS 1 messages awaiting PUBACK at once
 CONNACK_TIMEOUT_S = 15.0
+IDLE_WAIT_S = 30.0  # the link's thread, connected and with nothing due: everything else wakes it
 
 Handler = Callable[[str, bytes], None]
 OnConnect = Callable[["MqttLink"], None]
@@ -104,7 +105,9 @@ class MqttLink:
         check_tls_files(cfg)
         self.handlers: dict[str, Handler] = {}
         self.on_connect: list[OnConnect] = []
-        self.on_tick: list[Callable[[], None]] = []
+        # called on the link's thread while connected; each returns the seconds until
+        # it wants to be called again: between those, the thread sleeps unless woken
+        self.on_tick: list[Callable[[], float]] = []
         self.state = "starting"
         self.connected = threading.Event()
         self._client: Any = None
@@ -306,9 +309,8 @@ class MqttLink:
                 self.outbox.ack(seq)
             if len(in_flight) < IN_FLIGHT:
                 last_sent = self._send(client, in_flight, last_sent)
-            for tick in self.on_tick:
-                tick()
-            self._wake.wait(1.0)
+            due = [tick() for tick in self.on_tick]
+            self._wake.wait(max(0.05, min([IDLE_WAIT_S, *due])))
         if not self._stop.is_set():
             self._set_state("disconnected")
             client.loop_stop()

@@ -86,6 +86,7 @@ class MqttSink:
         self.room = room
         if self.link.connected.is_set():
             self._announce(self.link)
+        self.link.wake()  # the link's thread sleeps until the old interval's stats
 
     # -- events from the pipeline -------------------------------------------
 
@@ -118,9 +119,13 @@ class MqttSink:
             self.publish_discovery()
         self.publish_stats()
 
-    def _tick(self) -> None:
-        if self.cfg.stats_interval_s and time.monotonic() >= self._next_stats:
+    def _tick(self) -> float:
+        """Publish stats when due; the seconds until they are due again."""
+        if not self.cfg.stats_interval_s:
+            return float("inf")
+        if time.monotonic() >= self._next_stats:
             self.publish_stats()
+        return self._next_stats - time.monotonic()
 
     def publish_state(self) -> None:
         self.link.publish_now(self.topics.state, dumps(self.control.state_payload()), retain=True)
