@@ -276,14 +276,14 @@ class Bench:
     def _start_probe(self) -> tuple[subprocess.Popen[bytes], ProcSampler]:
         """Capture alone (:mod:`bellad.benchmark.probe`) at the daemon's block size."""
         assert self.sound is not None
-        audio = {**AudioConfig().model_dump(), **self.settings.daemon.get("audio", {})}
+        audio = AudioConfig.model_validate(self.settings.daemon.get("audio", {}))
         proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "bellad.benchmark.probe",
-                f"--block-ms={audio['block_ms']}",
-                f"--idle-batch-ms={audio['idle_batch_ms']}",
+                f"--block-ms={audio.block_ms}",
+                f"--idle-batch-ms={audio.idle_batch_ms}",
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

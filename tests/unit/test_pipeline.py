@@ -22,6 +22,7 @@ from bellad.events import (
 )
 from bellad.pipeline import Pipeline
 from bellad.vad import Segmenter
+from tests.support import tools
 
 FRAME = 480
 
@@ -164,10 +165,8 @@ def test_backlog_drop_newest_keeps_the_first() -> None:
         overflow="drop_newest",
     )
     pipeline.start()
-    deadline = time.monotonic() + 10
     # one utterance in the transcriber (or not yet taken), two waiting: five or six dropped
-    while pipeline.stats().backlog_dropped < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    tools.wait_until(lambda: pipeline.stats().backlog_dropped >= 5, 10, "the drops", 0.01)
     time.sleep(0.1)
     gate.set()
     pipeline.stop()
@@ -201,9 +200,7 @@ def test_freed_memory_goes_back_once_idle_after_an_inference(
     monkeypatch.setattr("bellad.pipeline.RELEASE_AFTER_S", 0.05)
     pipeline = make(ListSource(speech_pattern(2), hold=threading.Event()), FakeTranscriber(), sink)
     pipeline.start()
-    deadline = time.monotonic() + 10
-    while len(sink.texts()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    tools.wait_until(lambda: len(sink.texts()) == 2, 10, "both results", 0.01)
     time.sleep(1.5)  # idle: a release after the last result, then none while nothing comes
     pipeline.stop()
     assert pipeline.wait(10)
