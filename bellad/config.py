@@ -209,6 +209,9 @@ class ServiceConfig(Section):
 
     shutdown_timeout_s: Float = Field(20.0, gt=0, le=600)
     inference_timeout_s: Float = Field(120.0, gt=0, le=3600)
+    hold_memory: Bool = Field(
+        True, description="keep a transcription's working memory for the next (bellad.memory)"
+    )
 
     @field_validator("site")
     @classmethod

@@ -51,9 +51,11 @@ EVENT_QUEUE = (
     10_000  # speech events and results awaiting delivery: small, never dropped in practice
 )
 #: idle this long after an inference, the infer thread returns freed memory to
-#: the system (about 11 MB; the call takes 2 ms). Not after every utterance: the
-#: next transcription faults the pages back in (a few ms), which only the first
-#: utterance after a quiet spell should pay, not each one of a conversation.
+#: the system: a transcription's working memory, held for the next one
+#: (:func:`bellad.memory.hold_freed_memory`; 80-90 MB with the tiny model). Not
+#: after every utterance: the next transcription faults those pages back in
+#: (about 20 ms with the tiny model here), which only the first utterance after
+#: a quiet spell should pay, not each one of a conversation.
 RELEASE_AFTER_S = 30.0
 
 

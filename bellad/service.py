@@ -33,6 +33,7 @@ from bellad.config import Config, load_config
 from bellad.contract import SCHEMA_VERSION, summary
 from bellad.errors import BelladError
 from bellad.events import AudioChunk, iso_time
+from bellad.memory import hold_freed_memory
 from bellad.microphone import Microphone
 from bellad.modelstore import resolve_model
 from bellad.outbox import Outbox
@@ -210,6 +211,8 @@ class Daemon:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+        if self.cfg.service.hold_memory and hold_freed_memory():  # before the models load
+            log.debug("freed memory is held for reuse until a quiet spell")
         self.notifier.status("loading models")
         pipeline = self._build()
         pipeline.start()

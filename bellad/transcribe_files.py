@@ -18,6 +18,7 @@ from types import FrameType
 from bellad.audio import AudioSource, FileSource, RawSource
 from bellad.config import Config
 from bellad.errors import AudioError
+from bellad.memory import hold_freed_memory
 from bellad.pipeline import Pipeline
 from bellad.service import load_sentiment, load_transcriber
 from bellad.sinks import JsonLinesSink
@@ -49,6 +50,8 @@ def transcribe_inputs(
             failures += 1
     if not sources:
         return failures
+    if cfg.service.hold_memory:
+        hold_freed_memory()  # as the daemon does: see bellad.memory
     transcriber = load_transcriber(cfg)
     sentiment = load_sentiment(cfg)
     stop = threading.Event()

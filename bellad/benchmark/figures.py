@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bellad.benchmark import analysis
+from bellad.benchmark import allocator, analysis
 from bellad.benchmark.clips import (
     QUIET_ROOM_DBFS,
     Clip,
@@ -30,7 +30,8 @@ from bellad.benchmark.clips import (
 from bellad.benchmark.modeltime import LENGTHS_S, ModelTimer
 from bellad.benchmark.paired import PairedTimer
 from bellad.benchmark.runner import LEAD_IN_S, Bench, ProgrammeRun, Settings
-from bellad.config import TranscribeConfig, VadConfig
+from bellad.config import ServiceConfig, TranscribeConfig, VadConfig
+from bellad.memory import hold_freed_memory, release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ REQUIRED = (
     "continuous.after_close_ms.p95",
     "capture_overruns",
     "memory.peak_rss_mb",
+    *(f"allocator.{p}.ms.median" for p in allocator.POLICIES),
+    "allocator.held.ratio_to_glibc",
+    "allocator.released.ratio_to_glibc",
     "ready.ready_s.median",
     "ready.ready_s.p95",
     "ready.ready_log_s.median",
@@ -218,6 +222,22 @@ def rtf_figures(timer: ModelTimer, clips: list[Clip], repeats: int) -> dict[str,
     return out | {"_speedup_1_10s": short}
 
 
+def allocator_figures(raw: dict[str, Any]) -> dict[str, Any]:
+    """Each policy's times and page faults; its ratio to glibc's defaults, window by window."""
+    glibc = raw["ms"]["glibc"]
+    out: dict[str, Any] = {"lengths_s": raw["lengths_s"], "rounds": raw["rounds"]}
+    for policy in allocator.POLICIES:
+        ms = raw["ms"][policy]
+        out[policy] = {
+            "ms": analysis.stat(ms),
+            "page_faults": analysis.stat(raw["faults"][policy], 0),
+            "ratio_to_glibc": analysis.stat([m / g for m, g in zip(ms, glibc, strict=True)], 3)[
+                "median"
+            ],
+        }
+    return out
+
+
 def environment() -> dict[str, Any]:
     versions: dict[str, str | None] = {}
     for package in ("bellad", "faster-whisper", "ctranslate2", "onnxruntime", "paho-mqtt"):
@@ -253,6 +273,10 @@ def measure(
     """Run the benchmark; the result is what ``bench.json`` holds."""
     started = time.time()
     env = environment()
+    # the model-only runs below allocate as the daemon does (bellad.memory); what that is
+    # worth against the C library's defaults is measured apart, in allocator_figures
+    if ServiceConfig.model_validate(settings.daemon.get("service", {})).hold_memory:
+        hold_freed_memory()
     noise, quiet = room_noise(10.0), room_noise(10.0, QUIET_ROOM_DBFS)
     spaced = sorted(clips, key=lambda c: c.duration_s)[: settings.mic_clips]
     with Bench(folder, models["whisper"], models["sentiment"], settings) as bench:
@@ -284,6 +308,18 @@ def measure(
     latency = latency_figures(timed, timer, repeats, paired)
     mic = stage_figures(live, "mic_latency")
     rtf = rtf_figures(timer, clips, repeats)
+    log.info("timing the model under each allocator policy")
+    del timer, paired  # one model in memory at a time: the probes load their own
+    release_free_memory()
+    alloc = allocator_figures(
+        allocator.compare(
+            models["whisper"],
+            transcribe_cfg,
+            speech_stream(clips),
+            repeats=repeats,
+            rounds=2 if repeats > 1 else 1,
+        )
+    )
     silence = analysis.idle_cost(live, "idle_silence", settings.idle_s)
     quiet_room = analysis.idle_cost(live, "idle_noise", settings.idle_s)
     worst = [x["cpu_percent"] for x in (silence, quiet_room) if x["cpu_percent"] is not None]
@@ -310,6 +346,7 @@ def measure(
             clips, VadConfig.model_validate(settings.daemon.get("vad", {})), settings.gap_s
         ),
         "memory": memory,
+        "allocator": alloc,
         "ready": {
             "starts": len(starts),
             "ready_s": analysis.stat(analysis.finite([s.ready_s for s in starts]), 2),

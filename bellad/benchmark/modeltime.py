@@ -43,6 +43,14 @@ class LengthTiming:
     trimmed_s: float
 
 
+def speech_window(speech: Samples, length_s: float, index: int) -> Samples:
+    """The ``index``-th window of ``length_s`` seconds, cut at an offset that varies with both."""
+    n = round(length_s * SAMPLE_RATE)
+    room = max(1, len(speech) - n)
+    start = (index * 7 * SAMPLE_RATE + round(length_s * 1000)) % room
+    return np.resize(speech[start:], n).astype(np.int16)
+
+
 class ModelTimer:
     """Times transcriptions with the daemon's model and decoding options."""
 
@@ -89,11 +97,8 @@ class ModelTimer:
         """Padded and trimmed times for windows of each length, cut at varied offsets."""
         out = []
         for length in lengths:
-            n = round(length * SAMPLE_RATE)
-            room = max(1, len(speech) - n)
             for r in range(repeats):
-                start = (r * 7 * SAMPLE_RATE + round(length * 1000)) % room
-                window = np.resize(speech[start:], n).astype(np.int16)
+                window = speech_window(speech, length, r)
                 if r % 2:  # alternate the order, so neither mode always runs first
                     trimmed = self.with_encode(window, "trimmed")
                     padded = self.with_encode(window, "padded")

@@ -153,6 +153,7 @@ def table(data: dict[str, Any]) -> str:
             _verdict(data, "memory.peak_rss_mb"),
         ),
         _row("    resident while idle, MB", f["memory"]["idle_rss_mb"], None),
+        *_allocator_rows(f.get("allocator")),
         q(
             "ready.ready_s",
             2,
@@ -163,6 +164,26 @@ def table(data: dict[str, Any]) -> str:
         q("ready.online_s", 2, label="    'online' at the subscriber"),
     ]
     return "\n".join(lines)
+
+
+def _allocator_rows(alloc: dict[str, Any] | None) -> list[str]:
+    if not alloc:
+        return []
+    lengths = "/".join(f"{x:g}" for x in alloc["lengths_s"])
+    labels = {
+        "glibc": "C library's defaults (faster-whisper alone)",
+        "held": "freed memory held (in a conversation)",
+        "released": "held, the first after a quiet spell",
+    }
+    lines = [f"  Transcription ({lengths} s windows) by allocator policy, ms; page faults"]
+    for policy, label in labels.items():
+        part = alloc[policy]
+        ratio = "" if policy == "glibc" else f" x{_num(part['ratio_to_glibc'], 2)}"
+        faults = part["page_faults"]["median"]
+        lines.append(
+            _row(f"    {label}{ratio}", part["ms"]["median"], part["ms"]["p95"], f"{faults:.0f}")
+        )
+    return lines
 
 
 def write_json(data: dict[str, Any], path: Path) -> Path:

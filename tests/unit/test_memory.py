@@ -1,8 +1,10 @@
-"""release_free_memory gives freed C heap memory back to the system (glibc)."""
+"""The C heap: freed memory held for reuse, and given back to the system (glibc)."""
 
 from __future__ import annotations
 
 import ctypes
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,49 @@ def test_freed_heap_memory_goes_back() -> None:
 def test_nothing_to_release_is_no_error() -> None:
     release_free_memory()
     assert isinstance(release_free_memory(), bool)
+
+
+FAULTS_AFTER_REUSE = """
+import ctypes, resource, sys
+from bellad.memory import hold_freed_memory, release_free_memory
+if sys.argv[1] == "held":
+    assert hold_freed_memory()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+size = 64 * 1024 * 1024  # above glibc's largest mmap threshold, like an encoder's scores
+
+def touch():
+    block = libc.malloc(size)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    ctypes.memset(block, 1, size)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    libc.free(block)
+    return faults
+
+touch()
+again = touch()
+release_free_memory()
+print(again, touch())
+"""
+
+
+@pytest.mark.parametrize("policy", ["default", "held"])
+def test_held_memory_is_reused_without_faults_until_released(policy: str) -> None:
+    if not hasattr(ctypes.CDLL(None), "mallopt"):
+        pytest.skip("not glibc")
+    done = subprocess.run(
+        [sys.executable, "-c", FAULTS_AFTER_REUSE, policy],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    again, after_release = (int(x) for x in done.stdout.split())
+    pages = 64 * 1024 * 1024 // 4096
+    if policy == "held":
+        assert again < pages // 100  # the freed block came back as it was
+    else:
+        assert again > pages // 2  # glibc's default: a fresh mapping, faulted in again
+    assert after_release > pages // 2  # given back: the pages are faulted in anew
