@@ -15,6 +15,9 @@ Two calls:
   faults its working memory in once (about 22,000 pages). Threads started
   afterwards share the one heap, so what one frees another reuses, instead of
   each thread's arena keeping its own (glibc makes up to eight per core).
+  A heap that serves blocks of every size fragments: :func:`map_new_blocks`
+  keeps the blocks of varying sizes a transcription makes before its encoder
+  runs from growing it.
 * :func:`release_free_memory`, after one-off work (loading and warming up
   models) and once nothing has been said for a while: returns what is free
   to the system (``malloc_trim``), so an idle daemon holds no more than it
@@ -24,19 +27,28 @@ Two calls:
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 #: Free memory at the top of the heap that glibc may keep before trimming it:
 #: all of it, since :func:`release_free_memory` decides when it goes back.
 TRIM_NEVER = 2**31 - 1
+#: While :func:`map_new_blocks` is on, blocks from this size up that no free
+#: room in the heap can take get a mapping of their own.
+MAP_FROM = 256 * 1024
+MAPPINGS_MAX = 65_536  # glibc's default number of such mappings
+
+_held = False
 
 
+@functools.cache
 def _libc_function(name: str, *argtypes: type) -> Any:
     try:
         func = getattr(ctypes.CDLL(None), name)
@@ -47,18 +59,39 @@ def _libc_function(name: str, *argtypes: type) -> Any:
     return func
 
 
+def _mallopt(param: int, value: int) -> bool:
+    mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
+    return mallopt is not None and bool(mallopt(param, value))
+
+
 def hold_freed_memory() -> bool:
     """Serve large blocks from the heap and keep freed ones; True if the C library obliged."""
-    mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
-    if mallopt is None:
-        return False
-    held = all(
-        mallopt(param, value)
-        for param, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_NEVER), (M_ARENA_MAX, 1))
+    global _held
+    _held = all(
+        _mallopt(param, value)
+        for param, value in (
+            (M_MMAP_MAX, 0),
+            (M_MMAP_THRESHOLD, MAP_FROM),
+            (M_TRIM_THRESHOLD, TRIM_NEVER),
+            (M_ARENA_MAX, 1),
+        )
     )
-    if not held:
+    if not _held:
         log.debug("the C library does not take glibc's malloc options")
-    return held
+    return _held
+
+
+def map_new_blocks(on: bool) -> None:
+    """While memory is held: large blocks the heap has no free room for get mappings (on).
+
+    Off (the held state), they extend the heap, and stay in it when freed. On,
+    the heap does not grow for them: for the blocks of varying sizes that
+    come before the encoder (the features of audio of any length), which
+    would otherwise settle in the middle of the room the encoder's fixed-size
+    blocks are freed into, and split it. Nothing when memory is not held.
+    """
+    if _held:
+        _mallopt(M_MMAP_MAX, MAPPINGS_MAX if on else 0)
 
 
 def release_free_memory() -> bool:

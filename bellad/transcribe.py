@@ -34,7 +34,7 @@ from bellad.config import GuardConfig, TranscribeConfig
 from bellad.errors import ModelError
 from bellad.events import SAMPLE_RATE, Samples, Transcript
 from bellad.lazyimport import defer
-from bellad.memory import release_free_memory
+from bellad.memory import map_new_blocks, release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def _trimmable_model_class() -> type:
         encode_frames: int | None = None
 
         def encode(self, features: Any) -> Any:
+            map_new_blocks(False)  # the features are made: back to the held heap
             frames = self.encode_frames
             if frames is not None and features.shape[-1] > frames:
                 features = features[..., :frames]
@@ -193,10 +194,14 @@ class WhisperTranscriber:
         return trimmed_frames(samples) if self.cfg.encode == "trimmed" else None
 
     def _decode(self, audio: Samples) -> Decoded:
-        floats = audio.astype(np.float32) / 32768.0
-        self.model.encode_frames = self.encode_frames(len(audio))
-        segments, info = self.model.transcribe(floats, **self.options())
-        segments = list(segments)
+        map_new_blocks(True)  # until the encoder runs: see bellad.memory
+        try:
+            floats = audio.astype(np.float32) / 32768.0
+            self.model.encode_frames = self.encode_frames(len(audio))
+            segments, info = self.model.transcribe(floats, **self.options())
+            segments = list(segments)
+        finally:
+            map_new_blocks(False)
         tokens = sum(len(s.tokens) for s in segments)
         weight = max(tokens, 1)
         avg_logprob = (

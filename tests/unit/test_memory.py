@@ -87,3 +87,51 @@ def test_held_memory_is_reused_without_faults_until_released(policy: str) -> Non
     else:
         assert again > pages // 2  # glibc's default: a fresh mapping, faulted in again
     assert after_release > pages // 2  # given back: the pages are faulted in anew
+
+
+MAPPED_WHILE_ON = """
+import ctypes, sys
+from pathlib import Path
+from bellad.memory import hold_freed_memory, map_new_blocks
+if sys.argv[1] == "held":
+    assert hold_freed_memory()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+size = 64 * 1024 * 1024
+
+def rss_kb():
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if "VmRSS" in x)
+    return int(line.split()[1])
+
+def kept_after_free(on):
+    map_new_blocks(on)
+    before = rss_kb()
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    libc.free(block)
+    map_new_blocks(False)
+    return rss_kb() - before
+
+print(kept_after_free(True), kept_after_free(False))
+"""
+
+
+@pytest.mark.parametrize("policy", ["held", "default"])
+def test_new_blocks_are_mapped_only_while_asked_when_memory_is_held(policy: str) -> None:
+    if not hasattr(ctypes.CDLL(None), "mallopt"):
+        pytest.skip("not glibc")
+    done = subprocess.run(
+        [sys.executable, "-c", MAPPED_WHILE_ON, policy],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    mapped, off = (int(x) for x in done.stdout.split())
+    assert mapped < 8 * 1024  # its own mapping, unmapped when freed: the heap did not grow
+    if policy == "held":
+        assert off > 56 * 1024  # the heap grew for it and keeps it
+    else:
+        assert off < 8 * 1024  # glibc's defaults untouched: mapped all the same
