@@ -52,7 +52,7 @@ EVENT_QUEUE = (
 )
 #: idle this long after an inference, the infer thread returns freed memory to
 #: the system: a transcription's working memory, held for the next one
-#: (:func:`bellad.memory.hold_freed_memory`; 80-90 MB with the tiny model). Not
+#: (:func:`bellad.memory.hold_freed_memory`; about 100 MB with the tiny model). Not
 #: after every utterance: the next transcription faults those pages back in
 #: (about 20 ms with the tiny model here), which only the first utterance after
 #: a quiet spell should pay, not each one of a conversation.
