@@ -43,9 +43,10 @@ def test_nothing_to_release_is_no_error() -> None:
     assert isinstance(release_free_memory(), bool)
 
 
-FAULTS_AFTER_REUSE = """
+CHILD_SETUP = """
 import ctypes, resource, sys
-from bellad.memory import hold_freed_memory, release_free_memory
+from pathlib import Path
+from bellad.memory import hold_freed_memory, map_new_blocks, release_free_memory
 if sys.argv[1] == "held":
     assert hold_freed_memory()
 libc = ctypes.CDLL(None)
@@ -53,6 +54,24 @@ libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 size = 64 * 1024 * 1024  # above glibc's largest mmap threshold, like an encoder's scores
+"""
+
+
+def in_child(script: str, policy: str) -> list[int]:
+    """Run ``script`` in a fresh interpreter (the allocator's options are process-wide)."""
+    if not hasattr(ctypes.CDLL(None), "mallopt"):
+        pytest.skip("not glibc")
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD_SETUP + script, policy],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return [int(x) for x in done.stdout.split()]
+
+
+FAULTS_AFTER_REUSE = """
 
 def touch():
     block = libc.malloc(size)
@@ -71,16 +90,7 @@ print(again, touch())
 
 @pytest.mark.parametrize("policy", ["default", "held"])
 def test_held_memory_is_reused_without_faults_until_released(policy: str) -> None:
-    if not hasattr(ctypes.CDLL(None), "mallopt"):
-        pytest.skip("not glibc")
-    done = subprocess.run(
-        [sys.executable, "-c", FAULTS_AFTER_REUSE, policy],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    again, after_release = (int(x) for x in done.stdout.split())
+    again, after_release = in_child(FAULTS_AFTER_REUSE, policy)
     pages = 64 * 1024 * 1024 // 4096
     if policy == "held":
         assert again < pages // 100  # the freed block came back as it was
@@ -90,16 +100,6 @@ def test_held_memory_is_reused_without_faults_until_released(policy: str) -> Non
 
 
 MAPPED_WHILE_ON = """
-import ctypes, sys
-from pathlib import Path
-from bellad.memory import hold_freed_memory, map_new_blocks
-if sys.argv[1] == "held":
-    assert hold_freed_memory()
-libc = ctypes.CDLL(None)
-libc.malloc.restype = ctypes.c_void_p
-libc.malloc.argtypes = [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
-size = 64 * 1024 * 1024
 
 def rss_kb():
     line = next(x for x in Path("/proc/self/status").read_text().splitlines() if "VmRSS" in x)
@@ -120,16 +120,7 @@ print(kept_after_free(True), kept_after_free(False))
 
 @pytest.mark.parametrize("policy", ["held", "default"])
 def test_new_blocks_are_mapped_only_while_asked_when_memory_is_held(policy: str) -> None:
-    if not hasattr(ctypes.CDLL(None), "mallopt"):
-        pytest.skip("not glibc")
-    done = subprocess.run(
-        [sys.executable, "-c", MAPPED_WHILE_ON, policy],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    mapped, off = (int(x) for x in done.stdout.split())
+    mapped, off = in_child(MAPPED_WHILE_ON, policy)
     assert mapped < 8 * 1024  # its own mapping, unmapped when freed: the heap did not grow
     if policy == "held":
         assert off > 56 * 1024  # the heap grew for it and keeps it
