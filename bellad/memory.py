@@ -1,6 +1,6 @@
 """How the process allocates and gives back memory (glibc's malloc; elsewhere nothing).
 
-Two calls:
+Three calls:
 
 * :func:`hold_freed_memory`, once at start: large blocks come from the heap
   and what is freed stays there for the next allocation. glibc's default puts
@@ -10,14 +10,15 @@ Two calls:
   seconds, allocates a 54 MB attention score matrix in each layer; with the
   default every one of them, and much of the rest of a transcription's working
   memory, is faulted in afresh, page by page, each time: about 77,000 page
-  faults per transcription of the tiny model, a third of its CPU time. Held,
-  a transcription soon after another faults nothing, and one after a release
-  faults its working memory in once (about 22,000 pages). Threads started
+  faults per transcription of the tiny model, 110-190 ms of its ~450 ms of
+  CPU time spent in the kernel. Held, a transcription soon after another
+  faults nothing, and one after a release faults its working memory in once
+  (about 22,000 pages). Threads started
   afterwards share the one heap, so what one frees another reuses, instead of
   each thread's arena keeping its own (glibc makes up to eight per core).
-  A heap that serves blocks of every size fragments: :func:`map_new_blocks`
-  keeps the blocks of varying sizes a transcription makes before its encoder
-  runs from growing it.
+* :func:`map_new_blocks`, around the start of each transcription: a heap
+  that serves blocks of every size fragments, so the blocks of varying sizes
+  a transcription makes before its encoder runs may not grow it.
 * :func:`release_free_memory`, after one-off work (loading and warming up
   models) and once nothing has been said for a while: returns what is free
   to the system (``malloc_trim``), so an idle daemon holds no more than it

@@ -39,11 +39,6 @@ from bellad.events import Samples
 POLICIES = ("glibc", "held", "released")
 
 
-def windows(speech: Samples, lengths: Sequence[float], repeats: int) -> list[Samples]:
-    """``repeats`` windows of each length, cut at varied offsets of the speech."""
-    return [speech_window(speech, length, r) for length in lengths for r in range(repeats)]
-
-
 def compare(
     whisper: Path,
     cfg: TranscribeConfig,
@@ -112,7 +107,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     transcriber = WhisperTranscriber(cfg, args.model)  # warms up, then gives memory back
     speech = np.fromfile(args.audio, dtype="<i2")
     lengths = [float(x) for x in args.lengths.split(",")]
-    cuts = windows(speech, lengths, args.repeats)
+    cuts = [speech_window(speech, x, r) for x in lengths for r in range(args.repeats)]
     transcriber.transcribe(cuts[0])  # the conversation's previous utterance
     ms, faults = [], []
     for window in cuts:

@@ -153,7 +153,7 @@ def table(data: dict[str, Any]) -> str:
             _verdict(data, "memory.peak_rss_mb"),
         ),
         _row("    resident while idle, MB", f["memory"]["idle_rss_mb"], None),
-        *_allocator_rows(f.get("allocator")),
+        *_allocator_rows(f["allocator"]),
         q(
             "ready.ready_s",
             2,
@@ -166,9 +166,7 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _allocator_rows(alloc: dict[str, Any] | None) -> list[str]:
-    if not alloc:
-        return []
+def _allocator_rows(alloc: dict[str, Any]) -> list[str]:
     lengths = "/".join(f"{x:g}" for x in alloc["lengths_s"])
     labels = {
         "glibc": "C library's defaults (faster-whisper alone)",
