@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -146,7 +147,12 @@ class DecodedSource:
 
 
 class FileSource(DecodedSource):
-    """An audio file (WAV, FLAC, MP3, anything FFmpeg decodes) at any rate and layout."""
+    """An audio file (WAV, FLAC, MP3, anything FFmpeg decodes) at any rate and layout.
+
+    16-bit PCM WAV, what recorders and ``arecord`` write, is read with the
+    standard library; every other format through PyAV (FFmpeg), which is
+    loaded only then: its codec libraries cost about 15 MB resident.
+    """
 
     def __init__(
         self, path: Path, realtime: bool = False, block_ms: int = 30, idle_batch_ms: int = 0
@@ -154,11 +160,15 @@ class FileSource(DecodedSource):
         super().__init__(realtime, block_ms, idle_batch_ms)
         self.path = path
         self.name = str(path)
-        self._probe()
+        self._wav = self._probe()
 
-    def _probe(self) -> None:
+    def _probe(self) -> tuple[int, int] | None:
+        """The rate and channels of a 16-bit PCM WAV; None for a file PyAV decodes."""
         if not self.path.is_file():
             raise AudioError(f"audio file {self.path}: no such file")
+        wav = pcm16_wav_layout(self.path)
+        if wav is not None:
+            return wav
         import av
 
         try:
@@ -167,8 +177,21 @@ class FileSource(DecodedSource):
                     raise AudioError(f"audio file {self.path}: holds no audio stream")
         except av.FFmpegError as exc:
             raise AudioError(f"audio file {self.path}: cannot decode it ({_reason(exc)})") from None
+        return None
 
     def _decoded(self) -> Iterator[Samples]:
+        return self._read_wav(*self._wav) if self._wav is not None else self._read_av()
+
+    def _read_wav(self, rate: int, channels: int) -> Iterator[Samples]:
+        conditioner = Conditioner(rate, channels)
+        frame_bytes = 2 * channels
+        with wave.open(str(self.path), "rb") as wav:
+            while data := wav.readframes(max(1, rate // 10)):  # 100 ms at a time
+                usable = len(data) - len(data) % frame_bytes  # a truncated file's last frame
+                yield conditioner.process(np.frombuffer(data[:usable], "<i2").astype(np.int16))
+        yield conditioner.process(np.zeros(0, np.int16), last=True)
+
+    def _read_av(self) -> Iterator[Samples]:
         import av
 
         try:
@@ -184,6 +207,18 @@ class FileSource(DecodedSource):
                 yield conditioner.process(np.zeros(0, np.int16), last=True)
         except av.FFmpegError as exc:
             raise AudioError(f"audio file {self.path}: cannot decode it ({_reason(exc)})") from None
+
+
+def pcm16_wav_layout(path: Path) -> tuple[int, int] | None:
+    """(rate, channels) when ``path`` is a 16-bit PCM WAV the standard library reads, else None."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            rate, channels = wav.getframerate(), wav.getnchannels()
+            if wav.getsampwidth() == 2 and rate > 0 and channels > 0:
+                return rate, channels
+    except (wave.Error, EOFError):
+        pass  # not a WAV, or one the standard library does not read (float, extensible)
+    return None
 
 
 class RawSource(DecodedSource):

@@ -2,7 +2,8 @@
 
 faster-whisper imports PyAV as it is imported, for its ``decode_audio``.
 bellad hands it samples and never calls that; it decodes files itself only
-when asked to (``audio.source = "file"``, ``bellad transcribe``). In the
+when asked to (``audio.source = "file"``, ``bellad transcribe``), and then
+through PyAV only for formats other than 16-bit PCM WAV. In the
 microphone daemon, PyAV's codec libraries would cost about 15 MB resident and
 40 ms of start for nothing. :func:`defer` puts a stand-in for such a module
 into ``sys.modules``: importing it is free, and the real module is loaded the

@@ -140,6 +140,51 @@ def test_idle_realtime_blocks_come_in_batches_none_early_none_lost(
     assert waits == [0, 3, 6, *range(9, 20)]  # idle: one wait per three blocks; then each
 
 
+def ffmpeg_copy(wav: Path, out: Path, codec: str) -> Path:
+    """The same mono recording in another format or sample type, written through PyAV."""
+    import av
+
+    with wave.open(str(wav)) as w:
+        rate, pcm = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    with av.open(str(out), "w") as container:
+        stream = container.add_stream(codec, rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return out
+
+
+@pytest.mark.parametrize(("name", "codec"), [("copy.flac", "flac"), ("float.wav", "pcm_f32le")])
+def test_a_recording_reads_the_same_from_pcm_wav_and_through_ffmpeg(
+    data: Path, tmp_path: Path, name: str, codec: str
+) -> None:
+    wav = data / "audio" / "jfk" / "jfk.wav"  # 16 kHz, so no resampler between the two
+    other = ffmpeg_copy(wav, tmp_path / name, codec)
+    direct, decoded = read_audio(wav), read_audio(other)
+    assert len(direct) == 11 * SAMPLE_RATE
+    np.testing.assert_array_equal(direct, decoded)  # lossless both ways
+
+
+def test_only_formats_other_than_pcm_wav_load_ffmpeg(data: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    wav = data / "audio" / "ljspeech" / "LJ001-0002.wav"
+    flac = ffmpeg_copy(wav, tmp_path / "copy.flac", "flac")
+    script = (
+        "import sys; from pathlib import Path; from bellad.audio import read_audio; "
+        "read_audio(Path(sys.argv[1])); print('av' in sys.modules)"
+    )
+    loaded = {
+        path.suffix: subprocess.run(
+            [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for path in (wav, flac)
+    }
+    assert loaded == {".wav": "False", ".flac": "True"}
+
+
 def test_missing_and_corrupt_files_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match=r"audio file .*nope.wav: no such file"):
         FileSource(tmp_path / "nope.wav")
