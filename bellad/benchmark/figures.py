@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bellad.benchmark import allocator, analysis
+from bellad.benchmark import allocator, analysis, floor
 from bellad.benchmark.clips import (
     QUIET_ROOM_DBFS,
     Clip,
@@ -30,8 +30,9 @@ from bellad.benchmark.clips import (
 from bellad.benchmark.modeltime import LENGTHS_S, ModelTimer
 from bellad.benchmark.paired import PairedTimer
 from bellad.benchmark.runner import LEAD_IN_S, Bench, ProgrammeRun, Settings
-from bellad.config import ServiceConfig, TranscribeConfig, VadConfig
+from bellad.config import SentimentConfig, ServiceConfig, TranscribeConfig, VadConfig
 from bellad.memory import hold_freed_memory, release_free_memory
+from bellad.sentiment import find_onnx
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ REQUIRED = (
     "continuous.after_close_ms.p95",
     "capture_overruns",
     "memory.peak_rss_mb",
+    "memory.floor.peak_rss_mb",
+    "memory.above_floor_mb",
     *(f"allocator.{p}.ms.median" for p in allocator.POLICIES),
     "allocator.held.ratio_to_glibc",
     "allocator.released.ratio_to_glibc",
@@ -308,6 +311,12 @@ def measure(
     latency = latency_figures(timed, timer, repeats, paired)
     mic = stage_figures(live, "mic_latency")
     rtf = rtf_figures(timer, clips, repeats)
+    libraries = {
+        "device": timer.bellad.device,
+        "compute_type": timer.bellad.compute_type,
+        "threads": timer.bellad.threads,
+        "options": timer.options,
+    }
     log.info("timing the model under each allocator policy")
     del timer, paired  # one model in memory at a time: the probes load their own
     release_free_memory()
@@ -320,6 +329,14 @@ def measure(
             rounds=2 if repeats > 1 else 1,
         )
     )
+    log.info("measuring the memory of the libraries alone")
+    memory_floor = floor.measure(
+        models["whisper"],
+        find_onnx(models["sentiment"]),
+        libraries,
+        SentimentConfig.model_validate(settings.daemon.get("sentiment", {})),
+        [timed.programme.audio[u.start_index : u.end_index] for u in latency["_found"]],
+    )
     silence = analysis.idle_cost(live, "idle_silence", settings.idle_s)
     quiet_room = analysis.idle_cost(live, "idle_noise", settings.idle_s)
     worst = [x["cpu_percent"] for x in (silence, quiet_room) if x["cpu_percent"] is not None]
@@ -327,6 +344,10 @@ def measure(
     memory[f"peak_rss_mb_{via}_run"] = memory["peak_rss_mb"]
     memory["peak_rss_mb_file_run"] = analysis.peak_memory(timed)["peak_rss_mb"]
     memory["peak_rss_mb"] = max(memory["peak_rss_mb"], memory["peak_rss_mb_file_run"])
+    memory["floor"] = memory_floor
+    memory["above_floor_mb"] = round(
+        memory["peak_rss_mb_file_run"] - memory_floor["peak_rss_mb"], 1
+    )
     figures: dict[str, Any] = {
         "idle": {
             "cpu_percent": max(worst) if worst else None,

@@ -153,6 +153,7 @@ def table(data: dict[str, Any]) -> str:
             _verdict(data, "memory.peak_rss_mb"),
         ),
         _row("    resident while idle, MB", f["memory"]["idle_rss_mb"], None),
+        *_floor_rows(f["memory"]),
         *_allocator_rows(f["allocator"]),
         q(
             "ready.ready_s",
@@ -164,6 +165,21 @@ def table(data: dict[str, Any]) -> str:
         q("ready.online_s", 2, label="    'online' at the subscriber"),
     ]
     return "\n".join(lines)
+
+
+def _floor_rows(memory: dict[str, Any]) -> list[str]:
+    floor = memory["floor"]
+    return [
+        _row(
+            f"    the libraries alone, same models and {floor['utterances']} utterances, "
+            "C library's defaults: peak, MB",
+            floor["peak_rss_mb"],
+            None,
+        ),
+        _row(
+            "    the file run's peak above the libraries alone, MB", memory["above_floor_mb"], None
+        ),
+    ]
 
 
 def _allocator_rows(alloc: dict[str, Any]) -> list[str]:

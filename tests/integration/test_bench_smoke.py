@@ -39,10 +39,12 @@ def test_quick_bench_writes_every_figure(tmp_path: Path, data: Path) -> None:
     paired, found = figures["latency"]["model_only_paired"].split("/")
     assert found == "2" and int(paired) >= 1  # timed alone seconds after the daemon's run
     assert result["meta"]["daemon_exit_status"] == [0, 0]
-    # holding freed memory spares a transcription its page faults (counts, not timings)
+    # holding freed memory spares a transcription its page faults (counts, not timings);
+    # held, only blocks the heap has no room for fault: 100s to a few 1,000s against ~24,000
     alloc = figures["allocator"]
     faults = {p: alloc[p]["page_faults"]["median"] for p in ("glibc", "held", "released")}
-    assert faults["held"] * 10 < faults["released"] < faults["glibc"], faults
+    assert faults["held"] * 3 < faults["released"] < faults["glibc"], faults
+    assert figures["memory"]["floor"]["utterances"] == 2  # the file run's, through the libraries
     for target in TARGETS:  # the table prints each figure beside its target
         assert f"<= {target.limit:g} {target.unit}" in done.stdout
     assert (tmp_path / "logs").is_dir()

@@ -1,0 +1,154 @@
+"""The floor under bellad's memory: the same work through its libraries alone.
+
+Most of what the daemon holds is its libraries' and models': faster-whisper
+with the Whisper model, onnxruntime with the sentiment model, the Python
+interpreter under them. :func:`measure` runs the utterances of the
+benchmark's file run through those libraries alone, in a bare child process
+(``python -m bellad.benchmark.floor``) that loads none of bellad's stages, with
+the C library's default allocator: each utterance transcribed by
+``faster_whisper.WhisperModel`` with the daemon's model, device, compute type,
+threads and decoding options, its text scored by an onnxruntime session of
+the daemon's sentiment model with the daemon's session options. PyAV, which
+faster-whisper imports for files, is kept from loading, as bellad keeps it
+(neither needs it for samples). The daemon's peak less this one is what
+bellad itself adds: its config, capture, VAD, MQTT client, outbox and
+threads, and how its heap is laid out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bellad.events import SAMPLE_RATE, Samples
+from bellad.lazyimport import defer
+
+if TYPE_CHECKING:  # the child must not load pydantic: it is part of what bellad adds
+    from bellad.config import SentimentConfig
+
+
+def measure(
+    whisper: Path,
+    sentiment_onnx: Path,
+    model: dict[str, Any],
+    sentiment: SentimentConfig,
+    utterances: Sequence[Samples],
+) -> dict[str, Any]:
+    """Resident memory (MB) of the libraries alone: when loaded, at the end, and the peak.
+
+    ``model`` holds ``device``, ``compute_type``, ``threads`` and the
+    daemon's decoding ``options`` (:meth:`WhisperTranscriber.options`).
+    """
+    with tempfile.TemporaryDirectory(prefix="bellad-floor-") as tmp:
+        audio = Path(tmp) / "utterances.s16"
+        np.concatenate([np.asarray(u, np.int16) for u in utterances]).astype("<i2").tofile(audio)
+        command = [
+            sys.executable,
+            "-m",
+            "bellad.benchmark.floor",
+            "--whisper",
+            str(whisper),
+            "--sentiment",
+            str(sentiment_onnx),
+            "--sentiment-threads",
+            str(sentiment.threads),
+            "--max-length",
+            str(sentiment.max_length),
+            "--model",
+            json.dumps(model),
+            "--audio",
+            str(audio),
+            "--lengths",
+            ",".join(str(len(u)) for u in utterances),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the memory floor probe failed with status {done.returncode}: "
+            f"{done.stderr.strip()[-2000:]}"
+        )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _resident_mb() -> dict[str, float]:
+    fields = {"VmRSS": "rss_mb", "VmHWM": "peak_rss_mb"}
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key = line.split(":", 1)[0]
+        if key in fields:
+            out[fields[key]] = round(int(line.split()[1]) / 1024, 1)
+    return out
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    defer("av")  # as bellad does: never loaded, for nothing here decodes a file
+    import onnxruntime as ort
+    from faster_whisper import WhisperModel
+    from tokenizers import Tokenizer
+
+    model = json.loads(args.model)
+    whisper = WhisperModel(
+        str(args.whisper),
+        device=model["device"],
+        compute_type=model["compute_type"],
+        cpu_threads=model["threads"],
+        num_workers=1,
+        local_files_only=True,
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.sentiment_threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(args.sentiment), options, providers=["CPUExecutionProvider"])
+    inputs = {i.name for i in session.get_inputs()}
+    tokenizer = Tokenizer.from_file(str(args.sentiment.parent / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(args.max_length)
+
+    def transcribe_and_score(audio: Samples) -> None:
+        segments, _ = whisper.transcribe(audio.astype(np.float32) / 32768.0, **model["options"])
+        encoding = tokenizer.encode("".join(s.text for s in segments).strip())
+        feeds = {
+            "input_ids": np.array([encoding.ids], dtype=np.int64),
+            "attention_mask": np.array([encoding.attention_mask], dtype=np.int64),
+        }
+        session.run(None, {k: v for k, v in feeds.items() if k in inputs})
+
+    transcribe_and_score(np.zeros(SAMPLE_RATE, np.int16))  # warm, as the daemon is
+    loaded = _resident_mb()["rss_mb"]
+    speech = np.fromfile(args.audio, dtype="<i2")
+    bounds = np.cumsum([0, *(int(n) for n in args.lengths.split(","))])
+    for start, end in itertools.pairwise(bounds):
+        transcribe_and_score(speech[start:end])
+    return {"loaded_rss_mb": loaded, **_resident_mb(), "utterances": len(bounds) - 1}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bellad.benchmark.floor")
+    parser.add_argument("--whisper", type=Path, required=True, help="the Whisper model's folder")
+    parser.add_argument(
+        "--sentiment", type=Path, required=True, help="the sentiment model's .onnx file"
+    )
+    parser.add_argument("--sentiment-threads", type=int, default=1)
+    parser.add_argument("--max-length", type=int, default=128, help="tokens a text is cut to")
+    parser.add_argument(
+        "--model", required=True, help="JSON: device, compute_type, threads, options"
+    )
+    parser.add_argument("--audio", type=Path, required=True, help="utterances, raw s16le, 16 kHz")
+    parser.add_argument("--lengths", required=True, help="each utterance's samples, in order")
+    print(json.dumps(_run(parser.parse_args(argv))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
