@@ -19,7 +19,6 @@ model's weights (measure it with ``bellad bench --wer``).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import time
@@ -31,9 +30,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from bellad.config import GuardConfig, TranscribeConfig
+from bellad.encoder_input import trimmable_model_class, trimmed_frames
 from bellad.errors import ModelError
 from bellad.events import SAMPLE_RATE, Samples, Transcript
-from bellad.lazyimport import defer
 from bellad.memory import map_new_blocks, release_free_memory
 
 log = logging.getLogger(__name__)
@@ -59,48 +58,6 @@ def choose_compute_type(wanted: str, device: str) -> str:
     if wanted != "auto":
         return wanted
     return "int8_float16" if device == "cuda" else "int8"
-
-
-#: mel frames per second of audio (faster-whisper's hop of 160 samples at 16 kHz)
-FRAMES_PER_SECOND = 100
-#: the padded window: 30 s of mel frames
-WINDOW_FRAMES = 30 * FRAMES_PER_SECOND
-
-
-def trimmed_frames(samples: int) -> int:
-    """Mel frames the encoder sees in trimmed mode: the audio's, in whole seconds.
-
-    Rounding up to a second keeps a little silence after the last word, as the
-    padded window does, and is a multiple of the encoder's stride of two frames.
-    At least one second, at most the 30-second window.
-    """
-    seconds = max(1, math.ceil(samples / SAMPLE_RATE))
-    return min(WINDOW_FRAMES, seconds * FRAMES_PER_SECOND)
-
-
-def _trimmable_model_class() -> type:
-    """faster-whisper's model with an encoder input that can be cut short.
-
-    faster-whisper pads each window's features to 30 s before calling
-    ``encode``; this subclass cuts them to ``encode_frames`` when that is set,
-    and is faster-whisper's model unchanged when it is None. PyAV, which
-    faster-whisper imports for decoding files, stays unloaded until a file is
-    decoded (:mod:`bellad.lazyimport`).
-    """
-    defer("av")
-    from faster_whisper import WhisperModel
-
-    class TrimmableWhisperModel(WhisperModel):
-        encode_frames: int | None = None
-
-        def encode(self, features: Any) -> Any:
-            map_new_blocks(False)  # the features are made: back to the held heap
-            frames = self.encode_frames
-            if frames is not None and features.shape[-1] > frames:
-                features = features[..., :frames]
-            return super().encode(features)
-
-    return TrimmableWhisperModel
 
 
 def choose_threads(wanted: int, cores: int | None) -> int:
@@ -133,7 +90,7 @@ class WhisperTranscriber:
         self.threads = choose_threads(cfg.threads, os.cpu_count())
         started = time.monotonic()
         try:
-            self.model = _trimmable_model_class()(
+            self.model = trimmable_model_class()(
                 str(model_dir),
                 device=self.device,
                 compute_type=self.compute_type,

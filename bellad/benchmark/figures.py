@@ -315,6 +315,7 @@ def measure(
         "device": timer.bellad.device,
         "compute_type": timer.bellad.compute_type,
         "threads": timer.bellad.threads,
+        "encode": transcribe_cfg.encode,
         "options": timer.options,
     }
     log.info("timing the model under each allocator policy")

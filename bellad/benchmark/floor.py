@@ -6,11 +6,12 @@ interpreter under them. :func:`measure` runs the utterances of the
 benchmark's file run through those libraries alone, in a bare child process
 (``python -m bellad.benchmark.floor``) that loads none of bellad's stages, with
 the C library's default allocator: each utterance transcribed by
-``faster_whisper.WhisperModel`` with the daemon's model, device, compute type,
-threads and decoding options, its text scored by an onnxruntime session of
-the daemon's sentiment model with the daemon's session options. PyAV, which
-faster-whisper imports for files, is kept from loading, as bellad keeps it
-(neither needs it for samples). The daemon's peak less this one is what
+faster-whisper's ``WhisperModel`` with the daemon's model, device, compute type,
+threads, decoding options and encoder input (the padded window, faster-whisper's
+own, or trimmed: :mod:`bellad.encoder_input`), its text scored by an
+onnxruntime session of the daemon's sentiment model with the daemon's session
+options. PyAV, which faster-whisper imports for files, is kept from loading,
+as bellad keeps it (neither needs it for samples). The daemon's peak less this one is what
 bellad itself adds: its config, capture, VAD, MQTT client, outbox and
 threads, and how its heap is laid out.
 """
@@ -29,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bellad.encoder_input import trimmable_model_class, trimmed_frames
 from bellad.events import SAMPLE_RATE, Samples
-from bellad.lazyimport import defer
 
 if TYPE_CHECKING:  # the child must not load pydantic: it is part of what bellad adds
     from bellad.config import SentimentConfig
@@ -45,8 +46,8 @@ def measure(
 ) -> dict[str, Any]:
     """Resident memory (MB) of the libraries alone: when loaded, at the end, and the peak.
 
-    ``model`` holds ``device``, ``compute_type``, ``threads`` and the
-    daemon's decoding ``options`` (:meth:`WhisperTranscriber.options`).
+    ``model`` holds ``device``, ``compute_type``, ``threads``, ``encode`` and
+    the daemon's decoding ``options`` (:meth:`WhisperTranscriber.options`).
     """
     with tempfile.TemporaryDirectory(prefix="bellad-floor-") as tmp:
         audio = Path(tmp) / "utterances.s16"
@@ -91,13 +92,12 @@ def _resident_mb() -> dict[str, float]:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    defer("av")  # as bellad does: never loaded, for nothing here decodes a file
     import onnxruntime as ort
-    from faster_whisper import WhisperModel
     from tokenizers import Tokenizer
 
     model = json.loads(args.model)
-    whisper = WhisperModel(
+    trimmed = model["encode"] == "trimmed"
+    whisper = trimmable_model_class()(  # faster-whisper's, PyAV left unloaded
         str(args.whisper),
         device=model["device"],
         compute_type=model["compute_type"],
@@ -116,6 +116,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer.enable_truncation(args.max_length)
 
     def transcribe_and_score(audio: Samples) -> None:
+        whisper.encode_frames = trimmed_frames(len(audio)) if trimmed else None
         segments, _ = whisper.transcribe(audio.astype(np.float32) / 32768.0, **model["options"])
         encoding = tokenizer.encode("".join(s.text for s in segments).strip())
         feeds = {

@@ -171,7 +171,7 @@ def _floor_rows(memory: dict[str, Any]) -> list[str]:
     floor = memory["floor"]
     return [
         _row(
-            f"    the libraries alone, same models and {floor['utterances']} utterances, "
+            f"    the libraries alone, same models, input and {floor['utterances']} utterances, "
             "C library's defaults: peak, MB",
             floor["peak_rss_mb"],
             None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bellad.config import TranscribeConfig, parse_config
+from bellad.encoder_input import FRAMES_PER_SECOND, WINDOW_FRAMES, trimmed_frames
 from bellad.errors import ConfigError
-from bellad.transcribe import FRAMES_PER_SECOND, WINDOW_FRAMES, trimmed_frames
 
 
 def test_padded_is_the_default() -> None:
