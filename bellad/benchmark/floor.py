@@ -10,10 +10,10 @@ faster-whisper's ``WhisperModel`` with the daemon's model, device, compute type,
 threads, decoding options and encoder input (the padded window, faster-whisper's
 own, or trimmed: :mod:`bellad.encoder_input`), its text scored by an
 onnxruntime session of the daemon's sentiment model with the daemon's session
-options. PyAV, which faster-whisper imports for files, is kept from loading,
-as bellad keeps it (neither needs it for samples). The daemon's peak less this one is what
-bellad itself adds: its config, capture, VAD, MQTT client, outbox and
-threads, and how its heap is laid out.
+options. PyAV, which faster-whisper imports for files, is kept from
+loading, as bellad keeps it (neither needs it for samples). The daemon's
+peak less this one is what bellad itself adds: its config, capture, VAD,
+MQTT client, outbox and threads, and how its heap is laid out.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def measure(
     sentiment: SentimentConfig,
     utterances: Sequence[Samples],
 ) -> dict[str, Any]:
-    """Resident memory (MB) of the libraries alone: when loaded, at the end, and the peak.
+    """Resident memory (MB) of the libraries alone: loaded and warm, at the end, and the peak.
 
     ``model`` holds ``device``, ``compute_type``, ``threads``, ``encode`` and
     the daemon's decoding ``options`` (:meth:`WhisperTranscriber.options`).
@@ -122,6 +122,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         feeds = {
             "input_ids": np.array([encoding.ids], dtype=np.int64),
             "attention_mask": np.array([encoding.attention_mask], dtype=np.int64),
+            "token_type_ids": np.array([encoding.type_ids], dtype=np.int64),
         }
         session.run(None, {k: v for k, v in feeds.items() if k in inputs})
 
