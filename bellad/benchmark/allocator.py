@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bellad.benchmark.child import run_child
 from bellad.benchmark.modeltime import speech_window
 from bellad.config import TranscribeConfig
 from bellad.events import Samples
@@ -86,14 +86,7 @@ def _child(
         "--transcribe",
         cfg.model_dump_json(),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"the allocator probe ({policy}) failed with status {done.returncode}: "
-            f"{done.stderr.strip()[-2000:]}"
-        )
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_child(command, f"the allocator probe ({policy})", timeout_s=600)
 
 
 def _measure(args: argparse.Namespace) -> dict[str, Any]:

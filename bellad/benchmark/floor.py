@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bellad.benchmark.child import run_child
 from bellad.encoder_input import trimmable_model_class, trimmed_frames
 from bellad.events import SAMPLE_RATE, Samples
 
@@ -71,14 +71,7 @@ def measure(
             "--lengths",
             ",".join(str(len(u)) for u in utterances),
         ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"the memory floor probe failed with status {done.returncode}: "
-            f"{done.stderr.strip()[-2000:]}"
-        )
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+        return run_child(command, "the memory floor probe", timeout_s=900)
 
 
 def _resident_mb() -> dict[str, float]:
