@@ -32,6 +32,7 @@ import numpy as np
 from bellad.benchmark.child import run_child
 from bellad.encoder_input import trimmable_model_class, trimmed_frames
 from bellad.events import SAMPLE_RATE, Samples
+from bellad.stats import peak_rss_mb, rss_mb
 
 if TYPE_CHECKING:  # the child must not load pydantic: it is part of what bellad adds
     from bellad.config import SentimentConfig
@@ -44,7 +45,7 @@ def measure(
     sentiment: SentimentConfig,
     utterances: Sequence[Samples],
 ) -> dict[str, Any]:
-    """Resident memory (MB) of the libraries alone: loaded and warm, at the end, and the peak.
+    """Resident memory (MB) of the libraries alone: loaded and warm, and the peak.
 
     ``model`` holds ``device``, ``compute_type``, ``threads``, ``encode`` and
     the daemon's decoding ``options`` (:meth:`WhisperTranscriber.options`).
@@ -72,16 +73,6 @@ def measure(
             ",".join(str(len(u)) for u in utterances),
         ]
         return run_child(command, "the memory floor probe", timeout_s=900)
-
-
-def _resident_mb() -> dict[str, float]:
-    fields = {"VmRSS": "rss_mb", "VmHWM": "peak_rss_mb"}
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key = line.split(":", 1)[0]
-        if key in fields:
-            out[fields[key]] = round(int(line.split()[1]) / 1024, 1)
-    return out
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,12 +111,16 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         session.run(None, {k: v for k, v in feeds.items() if k in inputs})
 
     transcribe_and_score(np.zeros(SAMPLE_RATE, np.int16))  # warm, as the daemon is
-    loaded = _resident_mb()["rss_mb"]
+    loaded = rss_mb()
     speech = np.fromfile(args.audio, dtype="<i2")
     bounds = np.cumsum([0, *(int(n) for n in args.lengths.split(","))])
     for start, end in itertools.pairwise(bounds):
         transcribe_and_score(speech[start:end])
-    return {"loaded_rss_mb": loaded, **_resident_mb(), "utterances": len(bounds) - 1}
+    return {
+        "loaded_rss_mb": None if loaded is None else round(loaded, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),  # MB of 10^6 bytes, as the daemon's figures
+        "utterances": len(bounds) - 1,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sentiment-threads", type=int, default=1)
     parser.add_argument("--max-length", type=int, default=128, help="tokens a text is cut to")
     parser.add_argument(
-        "--model", required=True, help="JSON: device, compute_type, threads, options"
+        "--model", required=True, help="JSON: device, compute_type, threads, encode, options"
     )
     parser.add_argument("--audio", type=Path, required=True, help="utterances, raw s16le, 16 kHz")
     parser.add_argument("--lengths", required=True, help="each utterance's samples, in order")
