@@ -42,7 +42,20 @@ def rss_mb() -> float | None:
 
 
 def peak_rss_mb() -> float:
-    """The most resident memory this process has used, in MB (Linux reports KiB)."""
+    """The most resident memory this program has used since it started, in MB.
+
+    The kernel's high-water mark of the process's memory (``VmHWM``), not
+    ``getrusage``'s ``ru_maxrss``: that one carries over exec, so a process
+    started by fork and exec reports the peak of its parent when the parent
+    was the bigger (a daemon started by a benchmark, a probe by its runner).
+    Linux reports both in KiB.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
