@@ -7,7 +7,8 @@ Three calls:
   every block above its mmap threshold (at most 32 MB) into a mapping of its
   own and unmaps it when freed, and trims the heap as soon as its free top
   grows past twice that threshold. Whisper's encoder, with input padded to 30
-  seconds, allocates a 54 MB attention score matrix in each layer; with the
+  seconds, allocates a 54 MB attention score matrix in each layer, and a
+  second one for its softmax; with the
   default every one of them, and much of the rest of a transcription's working
   memory, is faulted in afresh, page by page, each time: about 77,000 page
   faults per transcription of the tiny model, 110-190 ms of its ~450 ms of

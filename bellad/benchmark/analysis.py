@@ -219,10 +219,13 @@ def peak_memory(run: ProgrammeRun) -> dict[str, Any]:
         if not name.startswith(("idle", "lead"))
     ]
     speech_from = run.time_of(min(speech)) if speech else float("inf")
-    idle = [s.rss_mb for s in run.samples if s.wall <= speech_from]
+    idle = [s for s in run.samples if s.wall <= speech_from]
     return {
         "peak_rss_mb": round(max(s.peak_rss_mb for s in run.samples), 1),
-        "idle_rss_mb": round(idle[-1], 1) if idle else None,
+        "idle_rss_mb": round(idle[-1].rss_mb, 1) if idle else None,
+        # code and data mapped from files: shared with other processes using
+        # the same libraries, and the kernel can drop and re-read them
+        "idle_file_mb": round(idle[-1].file_mb, 1) if idle else None,
     }
 
 

@@ -103,21 +103,25 @@ class ProcSample:
     cpu_s: float  # user + system time of the whole process, every thread
     rss_mb: float
     peak_rss_mb: float  # VmHWM
+    file_mb: float  # of rss_mb, pages mapped from files (RssFile): libraries' code and data
 
 
-def read_machine() -> tuple[float, float, float]:
-    """(CPU seconds every process of the machine has used, 0, 0), from /proc/stat.
+def read_machine() -> tuple[float, float, float, float]:
+    """(CPU seconds every process of the machine has used, 0, 0, 0), from /proc/stat.
 
     Busy is user, nice, system, irq, softirq and steal (time a hypervisor gave
     to another machine); idle and iowait are not.
     """
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICK, 0.0, 0.0
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICK, 0.0, 0.0, 0.0
 
 
-def read_proc(pid: int) -> tuple[float, float, float] | None:
-    """(CPU seconds, RSS MB, peak RSS MB) of a process (0: the machine), None once it is gone."""
+def read_proc(pid: int) -> tuple[float, float, float, float] | None:
+    """(CPU seconds, RSS MB, peak RSS MB, file-backed RSS MB) of a process (0: the machine).
+
+    None once the process is gone.
+    """
     if pid == 0:
         return read_machine()
     try:
@@ -129,10 +133,10 @@ def read_proc(pid: int) -> tuple[float, float, float] | None:
     cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICK
     mem = {}
     for line in status.splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
+        if line.startswith(("VmRSS:", "VmHWM:", "RssFile:")):
             key, value = line.split(":", 1)
             mem[key] = int(value.split()[0]) * 1024 / 1e6
-    return cpu, mem.get("VmRSS", 0.0), mem.get("VmHWM", 0.0)
+    return cpu, mem.get("VmRSS", 0.0), mem.get("VmHWM", 0.0), mem.get("RssFile", 0.0)
 
 
 class ProcSampler:

@@ -94,6 +94,8 @@ REQUIRED = (
     "continuous.after_close_ms.p95",
     "capture_overruns",
     "memory.peak_rss_mb",
+    "memory.idle_rss_mb",
+    "memory.idle_file_mb",
     "memory.floor.peak_rss_mb",
     "memory.above_floor_mb",
     *(f"allocator.{p}.ms.median" for p in allocator.POLICIES),

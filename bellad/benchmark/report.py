@@ -153,6 +153,11 @@ def table(data: dict[str, Any]) -> str:
             _verdict(data, "memory.peak_rss_mb"),
         ),
         _row("    resident while idle, MB", f["memory"]["idle_rss_mb"], None),
+        _row(
+            "      of which mapped from files (libraries' code), MB",
+            f["memory"]["idle_file_mb"],
+            None,
+        ),
         *_floor_rows(f["memory"]),
         *_allocator_rows(f["allocator"]),
         q(

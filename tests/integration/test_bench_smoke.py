@@ -44,7 +44,9 @@ def test_quick_bench_writes_every_figure(tmp_path: Path, data: Path) -> None:
     alloc = figures["allocator"]
     faults = {p: alloc[p]["page_faults"]["median"] for p in ("glibc", "held", "released")}
     assert faults["held"] * 3 < faults["released"] < faults["glibc"], faults
-    assert figures["memory"]["floor"]["utterances"] == 2  # the file run's, through the libraries
+    memory = figures["memory"]
+    assert memory["floor"]["utterances"] == 2  # the file run's, through the libraries
+    assert 0 < memory["idle_file_mb"] < memory["idle_rss_mb"] <= memory["peak_rss_mb"]
     for target in TARGETS:  # the table prints each figure beside its target
         assert f"<= {target.limit:g} {target.unit}" in done.stdout
     assert (tmp_path / "logs").is_dir()
