@@ -8,9 +8,9 @@ Three calls:
   own and unmaps it when freed, and trims the heap as soon as its free top
   grows past twice that threshold. Whisper's encoder, with input padded to 30
   seconds, allocates a 54 MB attention score matrix in each layer, and a
-  second one for its softmax; with the
-  default every one of them, and much of the rest of a transcription's working
-  memory, is faulted in afresh, page by page, each time: about 77,000 page
+  second one for its softmax; with the default every one of them, and much
+  of the rest of a transcription's working memory, is faulted in afresh,
+  page by page, each time: about 77,000 page
   faults per transcription of the tiny model, 110-190 ms of its ~450 ms of
   CPU time spent in the kernel. Held, a transcription soon after another
   faults nothing, and one after a release faults its working memory in once
