@@ -10,13 +10,13 @@ Three calls:
   seconds, allocates a 54 MB attention score matrix in each layer, and a
   second one for its softmax; with the default every one of them, and much
   of the rest of a transcription's working memory, is faulted in afresh,
-  page by page, each time: about 77,000 page
-  faults per transcription of the tiny model, 110-190 ms of its ~450 ms of
-  CPU time spent in the kernel. Held, a transcription soon after another
-  faults nothing, and one after a release faults its working memory in once
-  (about 22,000 pages). Threads started
-  afterwards share the one heap, so what one frees another reuses, instead of
-  each thread's arena keeping its own (glibc makes up to eight per core).
+  page by page, each time: about 77,000 page faults per transcription of the
+  tiny model, 110-190 ms of its ~450 ms of CPU time spent in the kernel.
+  Held, a transcription soon after another faults nothing, and one after a
+  release faults its working memory in once (about 22,000 pages). Threads
+  started afterwards share the one heap, so what one frees another reuses,
+  instead of each thread's arena keeping its own (glibc makes up to eight
+  per core).
 * :func:`map_new_blocks`, around the start of each transcription: a heap
   that serves blocks of every size fragments, so the blocks of varying sizes
   a transcription makes before its encoder runs may not grow it.

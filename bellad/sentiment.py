@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from bellad.config import SentimentConfig
 from bellad.errors import ModelError
 from bellad.events import Sentiment
 from bellad.memory import release_free_memory
+
+if TYPE_CHECKING:  # the benchmark's memory floor opens sessions here without pydantic
+    from bellad.config import SentimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,24 +73,46 @@ def find_onnx(model_dir: Path) -> Path:
     raise ModelError(f"sentiment model in {model_dir}: no single .onnx file found")
 
 
+def open_session(onnx: Path, threads: int) -> Any:
+    """An onnxruntime CPU session as bellad runs one: ``threads`` per operator, no spinning."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
+
+
+def open_tokenizer(path: Path, max_length: int) -> Any:
+    """The model's tokenizer, one text at a time: no padding, cut at ``max_length`` tokens."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    return tokenizer
+
+
+def model_feeds(encoding: Any, inputs: set[str]) -> dict[str, np.ndarray]:
+    """A tokenized text as the session's inputs, those of ``inputs`` it takes."""
+    columns = {
+        "input_ids": encoding.ids,
+        "attention_mask": encoding.attention_mask,
+        "token_type_ids": encoding.type_ids,  # BERT-style models
+    }
+    return {k: np.array([v], dtype=np.int64) for k, v in columns.items() if k in inputs}
+
+
 class OnnxSentiment:
     """An onnxruntime session with its tokenizer and labels, loaded once."""
 
     def __init__(self, cfg: SentimentConfig, model_dir: Path, name: str | None = None) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         self.name = name or cfg.model
         try:
             self.labels = self._labels(model_dir / "config.json")
-            self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = cfg.threads
-            options.inter_op_num_threads = 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.session = ort.InferenceSession(
-                str(find_onnx(model_dir)), options, providers=["CPUExecutionProvider"]
-            )
+            self.tokenizer = open_tokenizer(model_dir / "tokenizer.json", cfg.max_length)
+            self.session = open_session(find_onnx(model_dir), cfg.threads)
         except ModelError:
             raise
         except Exception as exc:  # onnxruntime and tokenizers raise their own types
@@ -96,8 +120,6 @@ class OnnxSentiment:
                 f"sentiment model {self.name!r} in {model_dir} cannot be loaded: "
                 f"{str(exc).splitlines()[0]}"
             ) from None
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(cfg.max_length)
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.valences = np.array(label_valences(self.labels))
         release_free_memory()  # the tokenizer's and the session's scratch memory
@@ -112,14 +134,7 @@ class OnnxSentiment:
         return [str(id2label[k]) for k in sorted(id2label, key=int)]
 
     def score(self, text: str) -> Sentiment:
-        encoding = self.tokenizer.encode(text)
-        feeds = {
-            "input_ids": np.array([encoding.ids], dtype=np.int64),
-            "attention_mask": np.array([encoding.attention_mask], dtype=np.int64),
-        }
-        if "token_type_ids" in self.inputs:
-            feeds["token_type_ids"] = np.array([encoding.type_ids], dtype=np.int64)
-        feeds = {k: v for k, v in feeds.items() if k in self.inputs}
+        feeds = model_feeds(self.tokenizer.encode(text), self.inputs)
         logits = self.session.run(None, feeds)[0][0]
         probs = softmax(np.asarray(logits, dtype=np.float64))
         best = int(np.argmax(probs))

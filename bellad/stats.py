@@ -51,12 +51,20 @@ def peak_rss_mb() -> float:
     Linux reports both in KiB.
     """
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+        return status_mb(Path("/proc/self/status").read_text())["VmHWM"]
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def status_mb(status: str) -> dict[str, float]:
+    """The sizes a ``/proc/PID/status`` text gives (``VmRSS``, ``VmHWM``, ``RssFile``...), in MB."""
+    sizes = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        number, _, unit = value.strip().partition(" ")
+        if unit == "kB" and number.isdigit():
+            sizes[key] = int(number) * 1024 / 1e6
+    return sizes
 
 
 def soc_temperature_c(root: Path = THERMAL) -> float | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bellad.benchmark.services import stop_process
+from bellad.stats import status_mb
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +132,7 @@ def read_proc(pid: int) -> tuple[float, float, float, float] | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICK
-    mem = {}
-    for line in status.splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:", "RssFile:")):
-            key, value = line.split(":", 1)
-            mem[key] = int(value.split()[0]) * 1024 / 1e6
+    mem = status_mb(status)
     return cpu, mem.get("VmRSS", 0.0), mem.get("VmHWM", 0.0), mem.get("RssFile", 0.0)
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from bellad.benchmark.child import run_child
 from bellad.encoder_input import trimmable_model_class, trimmed_frames
 from bellad.events import SAMPLE_RATE, Samples
+from bellad.sentiment import model_feeds, open_session, open_tokenizer
 from bellad.stats import peak_rss_mb, rss_mb
 
 if TYPE_CHECKING:  # the child must not load pydantic: it is part of what bellad adds
@@ -76,8 +77,8 @@ def measure(
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
+    import onnxruntime  # noqa: F401  # loaded before the Whisper model
+    import tokenizers  # noqa: F401
 
     model = json.loads(args.model)
     trimmed = model["encode"] == "trimmed"
@@ -89,26 +90,15 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         num_workers=1,
         local_files_only=True,
     )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.sentiment_threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(args.sentiment), options, providers=["CPUExecutionProvider"])
+    session = open_session(args.sentiment, args.sentiment_threads)
     inputs = {i.name for i in session.get_inputs()}
-    tokenizer = Tokenizer.from_file(str(args.sentiment.parent / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(args.max_length)
+    tokenizer = open_tokenizer(args.sentiment.parent / "tokenizer.json", args.max_length)
 
     def transcribe_and_score(audio: Samples) -> None:
         whisper.encode_frames = trimmed_frames(len(audio)) if trimmed else None
         segments, _ = whisper.transcribe(audio.astype(np.float32) / 32768.0, **model["options"])
         encoding = tokenizer.encode("".join(s.text for s in segments).strip())
-        feeds = {
-            "input_ids": np.array([encoding.ids], dtype=np.int64),
-            "attention_mask": np.array([encoding.attention_mask], dtype=np.int64),
-            "token_type_ids": np.array([encoding.type_ids], dtype=np.int64),
-        }
-        session.run(None, {k: v for k, v in feeds.items() if k in inputs})
+        session.run(None, model_feeds(encoding, inputs))
 
     transcribe_and_score(np.zeros(SAMPLE_RATE, np.int16))  # warm, as the daemon is
     loaded = rss_mb()
